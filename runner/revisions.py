@@ -1,0 +1,163 @@
+"""Where each database stands against the migration scripts, read through the app's env.py."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+
+from runner.errors import RevisionsUnusable
+from runner.log import ALEMBIC_LOGGING_INI
+from runner.settings import Settings, describe_url
+
+
+@dataclass(frozen=True)
+class DatabaseRevisions:
+    """One database's current revisions and the version table that records them."""
+
+    name: str
+    current: tuple[str, ...]
+    version_table: str
+    version_table_schema: str | None
+
+
+@dataclass(frozen=True)
+class RevisionState:
+    """The scripts' head and every database's position, as of one reading."""
+
+    heads: tuple[str, ...]
+    databases: tuple[DatabaseRevisions, ...]
+    pending: tuple[Script, ...]
+
+    @property
+    def at_head(self) -> bool:
+        """Whether every database is at the scripts' head."""
+        return all(set(db.current) == set(self.heads) for db in self.databases)
+
+    @property
+    def current(self) -> tuple[str, ...]:
+        """The current revisions of every database, without repeats, in order."""
+        return tuple(dict.fromkeys(rev for db in self.databases for rev in db.current))
+
+
+@dataclass(frozen=True)
+class Migrations:
+    """The app's Alembic config and its migration scripts, read once per command."""
+
+    config: Config
+    script: ScriptDirectory
+
+
+def load_migrations(settings: Settings) -> Migrations:
+    """Build the app's Alembic config and read its scripts; RevisionsUnusable on several heads."""
+    config = alembic_config(settings)
+    return Migrations(config=config, script=script_directory(config))
+
+
+def alembic_config(settings: Settings) -> Config:
+    """The Alembic config the app's Migrate builds, with its logging routed to the runner."""
+    with settings.app.app_context():
+        config: Config = settings.app.extensions["migrate"].migrate.get_config(
+            str(settings.migrations_directory)
+        )
+    # Read the app's alembic.ini before env.py's fileConfig() is pointed elsewhere.
+    config.file_config  # noqa: B018
+    config.config_file_name = str(ALEMBIC_LOGGING_INI)
+    return config
+
+
+def script_directory(config: Config) -> ScriptDirectory:
+    """The migration scripts, with exactly one head, or RevisionsUnusable."""
+    try:
+        script = ScriptDirectory.from_config(config)
+        heads = script.get_heads()
+    except CommandError as exc:
+        raise RevisionsUnusable(f"the migration scripts cannot be read: {exc}") from None
+    if len(heads) > 1:
+        raise RevisionsUnusable(
+            f"the migration scripts have {len(heads)} heads ({', '.join(heads)}): join them"
+            f" with 'flask db merge {' '.join(heads)} -m \"merge heads\"' and ship the merge"
+            " revision",
+            heads=heads,
+        )
+    return script
+
+
+def read_state(settings: Settings, migrations: Migrations) -> RevisionState:
+    """Read every database's revisions through env.py, without changing anything."""
+    script = migrations.script
+    databases: list[DatabaseRevisions] = []
+
+    def record(heads: Sequence[str], context: MigrationContext) -> list[Any]:
+        connection = context.connection
+        name = describe_url(connection.engine.url) if connection is not None else "offline"
+        databases.append(
+            DatabaseRevisions(
+                name=name,
+                current=tuple(context.get_current_heads()),
+                version_table=context.version_table,
+                version_table_schema=context.version_table_schema,
+            )
+        )
+        return []
+
+    with _quiet_alembic(), settings.app.app_context(), EnvironmentContext(
+        migrations.config, script, fn=record, dont_mutate=True
+    ):
+        script.run_env()
+    return state_of(script, databases)
+
+
+def state_of(script: ScriptDirectory, databases: Sequence[DatabaseRevisions]) -> RevisionState:
+    """Check each database's revisions against the scripts; RevisionsUnusable if one is unknown."""
+    heads = tuple(script.get_heads())
+    for db in databases:
+        unknown = [rev for rev in db.current if not _known(script, rev)]
+        if unknown:
+            raise RevisionsUnusable(
+                f"{db.name} is at revision {', '.join(unknown)}, which these migration scripts"
+                " do not have: this image is older than the database (a newer release migrated"
+                " it); deploy that release, or downgrade the database with it first",
+                revisions=unknown,
+            )
+    pending: dict[str, Script] = {}
+    for db in databases:
+        for revision in _pending(script, db.current):
+            pending.setdefault(revision.revision, revision)
+    return RevisionState(heads=heads, databases=tuple(databases), pending=tuple(pending.values()))
+
+
+@contextlib.contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Drop Alembic's per-connection INFO lines, which a reading repeats at every lock poll."""
+
+    def warnings_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+    # A filter, not a level: env.py's fileConfig() resets this logger's level.
+    logger = logging.getLogger("alembic.runtime.migration")
+    logger.addFilter(warnings_only)
+    try:
+        yield
+    finally:
+        logger.removeFilter(warnings_only)
+
+
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    with contextlib.suppress(CommandError):
+        return script.get_revision(revision) is not None
+    return False
+
+
+def _pending(script: ScriptDirectory, current: tuple[str, ...]) -> Iterator[Script]:
+    """The revisions `upgrade heads` would apply from `current`, oldest first."""
+    newest_first = list(script.iterate_revisions("heads", current or "base"))
+    yield from reversed(newest_first)
