@@ -107,6 +107,8 @@ def run_cli(argv: Sequence[str]) -> int:
         arguments, gunicorn_args = arguments[:cut], arguments[cut + 1 :]
     _install_signal_handlers()
     try:
+        # Known before parsing, so that even a usage error comes out in the chosen format.
+        events.format = read_log_format({})
         args = build_parser().parse_args(arguments)
         if gunicorn_args and args.command not in GUNICORN_COMMANDS:
             raise ConfigError(f"'runner {args.command}' takes no gunicorn arguments after '--'")

@@ -163,9 +163,12 @@ def _requested_database_url(flags: Mapping[str, Any], environ: Mapping[str, str]
     """The URL from --database-url, DATABASE_URL or DATABASE_URL_FILE, or None for the app's."""
     if flags.get("database_url"):
         return str(flags["database_url"])
-    if environ.get("DATABASE_URL"):
-        return environ["DATABASE_URL"]
     secret_file = environ.get("DATABASE_URL_FILE")
+    if environ.get("DATABASE_URL"):
+        if secret_file:
+            # As the official database images do: two sources for one secret is a mistake.
+            raise ConfigError("both DATABASE_URL and DATABASE_URL_FILE are set: unset one")
+        return environ["DATABASE_URL"]
     if secret_file:
         try:
             url = Path(secret_file).read_text().strip()

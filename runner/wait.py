@@ -24,7 +24,7 @@ def retry_policy(
     """Backoff with jitter capped at MAX_DELAY until `timeout`; permanent errors are not retried."""
     return tenacity.Retrying(
         stop=tenacity.stop_after_delay(timeout),
-        wait=tenacity.wait_exponential_jitter(initial=0.1, max=MAX_DELAY, jitter=0.2),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=MAX_DELAY, jitter=0.2),
         retry=tenacity.retry_if_exception(
             lambda error: isinstance(error, sa.exc.DBAPIError | OSError)
             and not database.is_permanent(error)

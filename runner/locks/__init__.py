@@ -110,7 +110,7 @@ def acquire(
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_delay(timeout),
-        wait=tenacity.wait_exponential_jitter(initial=0.05, max=MAX_POLL_INTERVAL, jitter=0.1),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=MAX_POLL_INTERVAL, jitter=0.1),
         retry=tenacity.retry_if_result(lambda outcome: outcome is None),
         before_sleep=log_waiting,
         sleep=sleep,

@@ -1,0 +1,51 @@
+"""Eight replicas start at once on one empty database: exactly one migrates."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from support import (
+    EXAMPLE,
+    event_names,
+    runner_command,
+    runner_env,
+    script_heads,
+    version_rows,
+)
+
+REPLICAS = 8
+
+
+def start_herd(database_url: str, cwd: Path = EXAMPLE) -> list[subprocess.CompletedProcess[str]]:
+    """Start REPLICAS `runner migrate` processes together and wait for all of them."""
+    env = runner_env(database_url)
+    processes = [
+        subprocess.Popen(
+            runner_command("migrate"), env=env, cwd=cwd, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(REPLICAS)
+    ]
+    finished = []
+    for process in processes:
+        out, err = process.communicate(timeout=180)
+        finished.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return finished
+
+
+def test_eight_replicas_one_migrates(database_url: str) -> None:
+    results = start_herd(database_url)
+
+    codes = [result.returncode for result in results]
+    logs = [event_names(result.stderr) for result in results]
+    applied = sum("migrate.applied" in names for names in logs)
+    noops = sum("migrate.noop" in names for names in logs)
+    print(f"herd {database_url.split(':')[0]}: exit codes {codes}, applied {applied}, noop {noops}")
+    assert codes == [0] * REPLICAS, [result.stderr for result in results if result.returncode]
+    assert applied == 1
+    assert noops == REPLICAS - 1
+    assert version_rows(database_url) == script_heads()
+    # Only the migrator may take the lock; a replica that found head must not hold it.
+    assert sum("lock.released" in names for names in logs) >= 1
+    assert not any("migrate.failed" in names for names in logs)

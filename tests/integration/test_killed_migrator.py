@@ -1,0 +1,44 @@
+"""A migrator killed with SIGKILL mid-migration leaves no stale lock behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import add_revision, event_names, run_runner, runner_command, runner_env, version_rows
+
+
+@pytest.mark.postgresql
+def test_next_runner_finishes_after_the_holder_is_killed(
+    project: Path, postgresql_url: str
+) -> None:
+    slow = add_revision(
+        project,
+        "slow",
+        'op.create_table("slow_thing", sa.Column("id", sa.Integer, primary_key=True))\n'
+        'if os.environ.get("SLOW_MIGRATION"):\n'
+        "    time.sleep(600)",
+        imports="import os\nimport time",
+    )
+    holder = subprocess.Popen(
+        runner_command("migrate"), env=runner_env(postgresql_url, SLOW_MIGRATION="1"),
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert holder.stderr is not None
+    for line in holder.stderr:
+        if f"-> {slow}" in line:
+            break
+    else:
+        pytest.fail("the holder never started the slow revision")
+    holder.send_signal(signal.SIGKILL)
+    holder.communicate(timeout=10)
+
+    result = run_runner(["migrate", "--lock-timeout", "60"], runner_env(postgresql_url),
+                        cwd=project)
+    assert result.returncode == 0, result.stderr
+    names = event_names(result.stderr)
+    assert "lock.acquired" in names
+    assert "migrate.applied" in names
+    assert version_rows(postgresql_url) == [slow]
