@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -12,7 +14,7 @@ from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
-from runner import migrate, revisions, serve, wait
+from runner import migrate, offline, revisions, serve, status, wait
 from runner.errors import ConfigError, ExitCode, Interrupted, NotAtHead, RunnerError
 from runner.log import emit, events
 from runner.settings import Settings, load_settings, read_log_format
@@ -57,11 +59,41 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the current revisions, the heads and the pending revisions."""
+    wait.wait_for_database(settings)
+    state = revisions.read_state(settings, revisions.load_migrations(settings))
+    if args.json:
+        print(json.dumps(status.status_json(state)))
+    else:
+        print(status.status_text(state))
+    return ExitCode.OK
+
+
+def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the offline SQL for a revision range, without connecting."""
+    offline.write_sql(settings, sys.stdout, args.from_revision, args.to_revision)
+    return ExitCode.OK
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Exec gunicorn without migrating, after the database reaches head if asked."""
+    if args.wait_for_head:
+        started = time.monotonic()
+        wait.wait_for_database(settings)
+        remaining = max(0.0, settings.wait_timeout - (time.monotonic() - started))
+        serve.wait_for_head(settings, remaining)
+    serve.exec_gunicorn(settings)
+
+
 COMMANDS: dict[str, tuple[Command, str]] = {
     "run": (cmd_run, "wait, migrate under the lock, then exec gunicorn"),
     "migrate": (cmd_migrate, "wait, migrate under the lock, exit"),
     "wait": (cmd_wait, "wait until the database accepts connections"),
     "check": (cmd_check, "exit 0 if the database is at head, 5 if not"),
+    "status": (cmd_status, "current revisions, heads and pending revisions"),
+    "sql": (cmd_sql, "print the offline SQL for a revision range; never connects"),
+    "serve": (cmd_serve, "exec gunicorn without migrating"),
 }
 
 GUNICORN_COMMANDS = ("run", "serve")
@@ -88,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--wait-timeout", help="seconds to wait for the database [60]")
     settings.add_argument("--lock-timeout", help="seconds to wait for the lock [300]")
     settings.add_argument("--log-format", help="text or json [RUNNER_LOG_FORMAT]")
+    settings.add_argument(
+        "--allow-newer-database", action="store_const", const=True, default=None,
+        help="take a database revision these scripts lack as newer: do not migrate, serve"
+        " [RUNNER_ALLOW_NEWER_DATABASE]",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     for name, (_, help_text) in COMMANDS.items():
@@ -95,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=help_text,
                                   description=help_text + usage_tail)
         sub.set_defaults(command=name)
+        if name == "status":
+            sub.add_argument("--json", action="store_true", help="print one JSON object")
+        elif name == "sql":
+            sub.add_argument("--from", dest="from_revision", metavar="REV",
+                             help="start after REV (default: the base)")
+            sub.add_argument("--to", dest="to_revision", metavar="REV",
+                             help="end at REV (default: head)")
+        elif name == "serve":
+            sub.add_argument("--wait-for-head", action="store_true",
+                             help="first wait, under the wait timeout, for the database to"
+                             " reach head")
     return parser
 
 

@@ -81,7 +81,8 @@ def upgrade(settings: Settings, migrations: Migrations) -> tuple[str, ...]:
                 revision=revision,
                 error=error,
             ) from exc
-    return tuple(steps)
+    # A multi-database env.py runs each revision once per database.
+    return tuple(dict.fromkeys(steps))
 
 
 def _noop(state: RevisionState, started: float, message: str) -> MigrationResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
 from runner.errors import RevisionsUnusable
-from runner.log import ALEMBIC_LOGGING_INI
+from runner.log import ALEMBIC_LOGGING_INI, emit
 from runner.settings import Settings, describe_url
 
 
@@ -27,6 +28,8 @@ class DatabaseRevisions:
     current: tuple[str, ...]
     version_table: str
     version_table_schema: str | None
+    ahead: tuple[str, ...] = ()
+    """Revisions the scripts do not know, taken as newer (RUNNER_ALLOW_NEWER_DATABASE)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class RevisionState:
     @property
     def at_head(self) -> bool:
         """Whether every database is at the scripts' head."""
-        return all(set(db.current) == set(self.heads) for db in self.databases)
+        return all(db.ahead or set(db.current) == set(self.heads) for db in self.databases)
 
     @property
     def current(self) -> tuple[str, ...]:
@@ -113,26 +116,38 @@ def read_state(settings: Settings, migrations: Migrations) -> RevisionState:
         migrations.config, script, fn=record, dont_mutate=True
     ):
         script.run_env()
-    return state_of(script, databases)
+    return state_of(script, databases, settings.allow_newer_database)
 
 
-def state_of(script: ScriptDirectory, databases: Sequence[DatabaseRevisions]) -> RevisionState:
+def state_of(
+    script: ScriptDirectory, databases: Sequence[DatabaseRevisions], allow_newer: bool = False
+) -> RevisionState:
     """Check each database's revisions against the scripts; RevisionsUnusable if one is unknown."""
     heads = tuple(script.get_heads())
+    checked = []
     for db in databases:
-        unknown = [rev for rev in db.current if not _known(script, rev)]
-        if unknown:
+        unknown = tuple(rev for rev in db.current if not _known(script, rev))
+        if unknown and not allow_newer:
             raise RevisionsUnusable(
                 f"{db.name} is at revision {', '.join(unknown)}, which these migration scripts"
                 " do not have: this image is older than the database (a newer release migrated"
-                " it); deploy that release, or downgrade the database with it first",
-                revisions=unknown,
+                " it); deploy that release, or set RUNNER_ALLOW_NEWER_DATABASE=true to run"
+                " this older release against it without migrating",
+                revisions=list(unknown),
             )
+        if unknown:
+            emit("revisions.newer", f"{db.name} is at {', '.join(unknown)}, newer than these"
+                 " scripts: taken as at head (RUNNER_ALLOW_NEWER_DATABASE)", level="warning",
+                 revisions=list(unknown))
+            db = dataclasses.replace(db, ahead=unknown)
+        checked.append(db)
     pending: dict[str, Script] = {}
-    for db in databases:
+    for db in checked:
+        if db.ahead:
+            continue
         for revision in _pending(script, db.current):
             pending.setdefault(revision.revision, revision)
-    return RevisionState(heads=heads, databases=tuple(databases), pending=tuple(pending.values()))
+    return RevisionState(heads=heads, databases=tuple(checked), pending=tuple(pending.values()))
 
 
 @contextlib.contextmanager

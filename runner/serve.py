@@ -5,14 +5,21 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+import tenacity
 from flask.cli import prepare_import
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, NotAtHead
 from runner.log import emit
+from runner.revisions import RevisionState, load_migrations, read_state
 from runner.settings import Settings
+
+MAX_POLL_INTERVAL = 1.0
+"""The cap on the pause between two readings of the revisions, in seconds."""
 
 
 def gunicorn_app_spec(app_path: str) -> str:
@@ -30,6 +37,44 @@ def gunicorn_app_spec(app_path: str) -> str:
         if hasattr(module, factory):
             return f"{module_name}:{factory}()"
     return module_name
+
+
+def wait_for_head(
+    settings: Settings, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> RevisionState:
+    """Poll until every database is at head; NotAtHead if it is not within `timeout`."""
+    migrations = load_migrations(settings)
+    started = time.monotonic()
+    last: list[RevisionState] = []
+
+    def reading() -> RevisionState:
+        state = read_state(settings, migrations)
+        if not state.at_head and not last:
+            pending = ", ".join(script.revision for script in state.pending)
+            emit("serve.waiting", f"waiting for the database to reach head {', '.join(state.heads)}"
+                 f" ({len(state.pending)} pending: {pending}); another process migrates it",
+                 current=list(state.current), heads=list(state.heads))
+        last[:] = [state]
+        return state
+
+    try:
+        state = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(timeout),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=MAX_POLL_INTERVAL),
+            retry=tenacity.retry_if_result(lambda state: not state.at_head),
+            sleep=sleep,
+        )(reading)
+    except tenacity.RetryError:
+        state = last[0]
+        raise NotAtHead(
+            f"the database did not reach head {', '.join(state.heads)} within {timeout:g}s"
+            f" (it is at {', '.join(state.current) or 'base'}): is the migration Job or init"
+            " container running? raise --wait-timeout/RUNNER_WAIT_TIMEOUT to wait longer",
+            current=list(state.current), heads=list(state.heads),
+        ) from None
+    emit("serve.at_head", f"the database is at head {', '.join(state.heads)}",
+         waited=round(time.monotonic() - started, 3))
+    return state
 
 
 def gunicorn_argv(settings: Settings) -> list[str]:

@@ -34,6 +34,7 @@ class Settings:
     wait_timeout: float
     lock_timeout: float
     log_format: str
+    allow_newer_database: bool = False
     gunicorn_args: tuple[str, ...] = ()
     exec_environment: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -70,6 +71,8 @@ def load_settings(
     lock_timeout = _seconds(flags, "lock_timeout", "--lock-timeout", env, "RUNNER_LOCK_TIMEOUT",
                             DEFAULT_LOCK_TIMEOUT)
     log_format = read_log_format(flags, env)
+    allow_newer_database = _boolean(flags, "allow_newer_database", "--allow-newer-database",
+                                    env, "RUNNER_ALLOW_NEWER_DATABASE")
     app_path, _ = _pick(flags, "app", "--app", env, "FLASK_APP")
     if not app_path:
         raise ConfigError("no app given: set --app or FLASK_APP to 'module:create_app()'")
@@ -87,7 +90,8 @@ def load_settings(
     if requested is not None:
         _require_same_database(requested, database_url)
     directory, _ = _pick(flags, "directory", "--directory", env, "RUNNER_MIGRATIONS_DIR")
-    migrations_directory = Path(directory or app.extensions["migrate"].directory)
+    # Absolute, so that nothing depends on the working directory from here on.
+    migrations_directory = Path(directory or app.extensions["migrate"].directory).absolute()
     if not (migrations_directory / "env.py").is_file():
         raise ConfigError(
             f"no migrations directory at {str(migrations_directory)!r} (no env.py there):"
@@ -105,6 +109,7 @@ def load_settings(
         wait_timeout=wait_timeout,
         lock_timeout=lock_timeout,
         log_format=log_format,
+        allow_newer_database=allow_newer_database,
         gunicorn_args=tuple(flags.get("gunicorn_args") or ()),
         exec_environment=exec_environment,
     )
@@ -157,6 +162,20 @@ def _seconds(
     if not seconds >= 0 or seconds == float("inf"):
         raise ConfigError(f"{source} must be a finite number of seconds >= 0, got {value!r}")
     return seconds
+
+
+def _boolean(
+    flags: Mapping[str, Any], key: str, flag: str, environ: Mapping[str, str], variable: str
+) -> bool:
+    value, source = _pick(flags, key, flag, environ, variable)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{source} must be true or false, got {value!r}")
 
 
 def _requested_database_url(flags: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:

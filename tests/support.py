@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -114,3 +118,29 @@ def downgrade():
 '''
     )
     return revision
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get(url: str, deadline: float) -> tuple[int, str]:
+    """GET `url`, retrying while nothing listens yet, until `deadline` (monotonic)."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def cmdline(pid: int) -> list[str]:
+    """The argv of a live process, from /proc."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")

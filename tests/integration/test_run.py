@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
-from support import EXAMPLE, event_names, runner_command, runner_env, script_heads, version_rows
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def get(url: str, deadline: float) -> tuple[int, str]:
-    """GET `url`, retrying while nothing listens yet, until `deadline` (monotonic)."""
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def cmdline(pid: int) -> list[str]:
-    """The argv of a live process, from /proc."""
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+from support import (
+    EXAMPLE,
+    cmdline,
+    event_names,
+    free_port,
+    get,
+    runner_command,
+    runner_env,
+    script_heads,
+    version_rows,
+)
 
 
 @pytest.fixture

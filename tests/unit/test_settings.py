@@ -58,7 +58,7 @@ def test_flags_beat_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         "database_url": sqlite(tmp_path, "flag.db"),
     })
     assert settings.wait_timeout == 2
-    assert settings.migrations_directory == Path("migrations")
+    assert settings.migrations_directory == EXAMPLE / "migrations"
     assert settings.database_url.database == str(tmp_path / "flag.db")
     # Exported so that the app, and gunicorn's workers after the exec, use the same database.
     assert settings.exec_environment["DATABASE_URL"] == sqlite(tmp_path, "flag.db")
