@@ -48,5 +48,7 @@ def write_sql(
                 " migrate', or give the range with --from/--to around them)"
             ) from None
         for path in sorted(Path(scratch).glob("*.sql"), key=lambda p: p.name):
-            rendered.write(f"-- database: {path.stem or '(default)'}\n{path.read_text()}\n")
+            # The default database's file is named ".sql": an empty bind name.
+            name = path.name.removesuffix(".sql") or "(default)"
+            rendered.write(f"-- database: {name}\n{path.read_text()}\n")
     out.write(rendered.getvalue())

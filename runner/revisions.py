@@ -157,13 +157,15 @@ def _quiet_alembic() -> Iterator[None]:
     def warnings_only(record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING
 
-    # A filter, not a level: env.py's fileConfig() resets this logger's level.
-    logger = logging.getLogger("alembic.runtime.migration")
-    logger.addFilter(warnings_only)
+    # Filters, not levels: env.py's fileConfig() resets these loggers' levels.
+    loggers = [logging.getLogger(name) for name in ("alembic.runtime.migration", "alembic.env")]
+    for logger in loggers:
+        logger.addFilter(warnings_only)
     try:
         yield
     finally:
-        logger.removeFilter(warnings_only)
+        for logger in loggers:
+            logger.removeFilter(warnings_only)
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:

@@ -1,11 +1,11 @@
-"""Shared fixtures: a fresh database per test on each server, and the runner as a real process."""
+"""Shared fixtures: a fresh database per test on each server, dropped after it."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,8 @@ POSTGRESQL_ADMIN = os.environ.get(
     "TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 MYSQL_ADMIN = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+ADMIN_URLS = {"postgresql": POSTGRESQL_ADMIN, "mysql": MYSQL_ADMIN}
+SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MariaDB"}
 
 
 def _unavailable(what: str, error: Exception) -> None:
@@ -26,44 +28,46 @@ def _unavailable(what: str, error: Exception) -> None:
     pytest.skip(message)
 
 
-def _admin_engine(url: str, what: str) -> sa.Engine:
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        _unavailable(what, exc)
-    return engine
+DatabaseFactory = Callable[[str], str]
 
 
 @pytest.fixture
-def postgresql_url() -> Iterator[str]:
+def new_database() -> Iterator[DatabaseFactory]:
+    """Make empty databases on a server ('postgresql' or 'mysql'); all dropped after the test."""
+    created: list[tuple[sa.Engine, str, str]] = []
+
+    def make(kind: str) -> str:
+        engine = sa.create_engine(
+            ADMIN_URLS[kind], isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+        )
+        name = f"mr_{uuid.uuid4().hex[:12]}"
+        quoted = f'"{name}"' if kind == "postgresql" else f"`{name}`"
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text(f"CREATE DATABASE {quoted}"))
+        except sa.exc.OperationalError as exc:
+            _unavailable(SERVER_NAMES[kind], exc)
+        created.append((engine, kind, quoted))
+        return engine.url.set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    for engine, kind, quoted in created:
+        force = " WITH (FORCE)" if kind == "postgresql" else ""
+        with engine.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
+        engine.dispose()
+
+
+@pytest.fixture
+def postgresql_url(new_database: DatabaseFactory) -> str:
     """A URL to a new, empty PostgreSQL database, dropped after the test."""
-    engine = _admin_engine(POSTGRESQL_ADMIN, "PostgreSQL")
-    name = f"mr_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield engine.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    return new_database("postgresql")
 
 
 @pytest.fixture
-def mysql_url() -> Iterator[str]:
+def mysql_url(new_database: DatabaseFactory) -> str:
     """A URL to a new, empty MariaDB/MySQL database, dropped after the test."""
-    engine = _admin_engine(MYSQL_ADMIN, "MariaDB")
-    name = f"mr_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as connection:
-        connection.execute(sa.text(f"CREATE DATABASE `{name}`"))
-    try:
-        yield engine.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        engine.dispose()
+    return new_database("mysql")
 
 
 @pytest.fixture

@@ -17,9 +17,11 @@ from support import (
 REPLICAS = 8
 
 
-def start_herd(database_url: str, cwd: Path = EXAMPLE) -> list[subprocess.CompletedProcess[str]]:
+def start_herd(
+    database_url: str, cwd: Path = EXAMPLE, extra_env: dict[str, str] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
     """Start REPLICAS `runner migrate` processes together and wait for all of them."""
-    env = runner_env(database_url)
+    env = runner_env(database_url, **(extra_env or {}))
     processes = [
         subprocess.Popen(
             runner_command("migrate"), env=env, cwd=cwd, stdout=subprocess.PIPE,
