@@ -11,105 +11,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "example"
-
-# --------------------------------------------------------------------------
-# Database fixtures. Self-contained for now; equivalent fixtures are meant to
-# move to tests/conftest.py, at which point this section can be deleted.
-# --------------------------------------------------------------------------
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-MYSQL_ADMIN_URL = "mysql+pymysql://root@127.0.0.1:3306/"
-
-
-def _unavailable(what: str, error: Exception) -> None:
-    """Skip the test, or fail it when ``RUNNER_REQUIRE_DATABASES=1`` (CI)."""
-    message = f"{what} unavailable: {type(error).__name__}: {error}"
-    if os.environ.get("RUNNER_REQUIRE_DATABASES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _fresh_name() -> str:
-    return f"mr_{secrets.token_hex(6)}"
-
-
-def _admin_engine(url: str) -> sa.Engine:
-    # A short connect timeout: an absent server should skip fast, not hang.
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    """A URL to a new SQLite file in the test's temporary directory."""
-    return f"sqlite:///{tmp_path / _fresh_name()}.db"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A URL to a new, empty PostgreSQL database, dropped after the test."""
-    engine = _admin_engine(PG_ADMIN_URL)
-    name = _fresh_name()
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as error:
-        engine.dispose()
-        _unavailable("PostgreSQL", error)
-    try:
-        yield engine.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            # FORCE: a test that failed midway may leave sessions behind.
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        engine.dispose()
-
-
-@pytest.fixture
-def mysql_url() -> Iterator[str]:
-    """A URL to a new, empty MariaDB/MySQL database, dropped after the test."""
-    engine = _admin_engine(MYSQL_ADMIN_URL)
-    name = _fresh_name()
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE `{name}`")
-    except sa.exc.OperationalError as error:
-        engine.dispose()
-        _unavailable("MariaDB/MySQL", error)
-    try:
-        yield engine.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-        engine.dispose()
-
-
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
-    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
-]
-_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mysql": "mysql_url"}
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest) -> str:
-    """A fresh database URL on each backend in turn."""
-    return str(request.getfixturevalue(_URL_FIXTURES[request.param]))
-
+from support import EXAMPLE
 
 # --------------------------------------------------------------------------
 # Helpers
