@@ -67,7 +67,7 @@ def wait_for_head(
     except tenacity.RetryError:
         state = last[0]
         raise NotAtHead(
-            f"the database did not reach head {', '.join(state.heads)} within {timeout:g}s"
+            f"the database did not reach head {', '.join(state.heads)} within {timeout:.1f}s"
             f" (it is at {', '.join(state.current) or 'base'}): is the migration Job or init"
             " container running? raise --wait-timeout/RUNNER_WAIT_TIMEOUT to wait longer",
             current=list(state.current), heads=list(state.heads),
