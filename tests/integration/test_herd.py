@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from support import (
     EXAMPLE,
+    add_revision,
     event_names,
     runner_command,
     runner_env,
@@ -36,8 +38,16 @@ def start_herd(
     return finished
 
 
-def test_eight_replicas_one_migrates(database_url: str) -> None:
-    results = start_herd(database_url)
+@pytest.mark.parametrize("slow", [False, True], ids=["example", "slow-revision"])
+def test_eight_replicas_one_migrates(
+    database_url: str, project: Path, slow: bool
+) -> None:
+    if slow:
+        # Starting 8 interpreters on 2 cores staggers them by seconds, longer than the
+        # example's migrations take: a slow revision makes the replicas overlap for
+        # sure, so without the lock several would migrate (and crash) at once.
+        add_revision(project, "slow", "time.sleep(4)", imports="import time")
+    results = start_herd(database_url, cwd=project)
 
     codes = [result.returncode for result in results]
     logs = [event_names(result.stderr) for result in results]
@@ -47,7 +57,7 @@ def test_eight_replicas_one_migrates(database_url: str) -> None:
     assert codes == [0] * REPLICAS, [result.stderr for result in results if result.returncode]
     assert applied == 1
     assert noops == REPLICAS - 1
-    assert version_rows(database_url) == script_heads()
+    assert version_rows(database_url) == script_heads(project / "migrations")
     # Only the migrator may take the lock; a replica that found head must not hold it.
     assert sum("lock.released" in names for names in logs) >= 1
     assert not any("migrate.failed" in names for names in logs)
