@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 
 from runner import migrate, offline, revisions, serve, status, wait
+from runner.database import error_text
 from runner.errors import ConfigError, ExitCode, Interrupted, NotAtHead, RunnerError
 from runner.log import emit, events
 from runner.settings import Settings, load_settings, read_log_format
@@ -172,8 +173,6 @@ def run_cli(argv: Sequence[str]) -> int:
         return error.exit_code
     except sa.exc.OperationalError as error:
         # The database went away after it had answered: the same verdict as never answering.
-        from runner.database import error_text
-
         emit("db.unavailable", f"lost the database: {error_text(error)}", level="error",
              exit_code=int(ExitCode.DATABASE_UNAVAILABLE))
         return ExitCode.DATABASE_UNAVAILABLE

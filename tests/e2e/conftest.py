@@ -30,6 +30,7 @@ import pytest
 from e2e_helpers import (
     IMAGE,
     LABEL,
+    MARIADB_IMAGE,
     PG_IMAGE,
     PREPARE_HOST,
     REQUIRED,
@@ -53,8 +54,9 @@ def host() -> Iterator[Host]:
     if os.geteuid() != 0 and shutil.which("sudo") is None:
         unavailable("the e2e tests need root, or sudo, for rootful podman")
     env = dict(os.environ, RUNNER_E2E_IMAGE=IMAGE, RUNNER_E2E_PG_IMAGE=PG_IMAGE,
+               RUNNER_E2E_MARIADB_IMAGE=MARIADB_IMAGE,
                RUNNER_E2E_PYTHON=sys.executable)
-    steps = ["host", "base", "pgimage", "compose"]
+    steps = ["host", "base", "pgimage", "mariadbimage", "compose"]
     if os.environ.get("RUNNER_E2E_SKIP_BUILD") != "1":
         steps.append("image")
     start = time.monotonic()
@@ -73,7 +75,8 @@ def host() -> Iterator[Host]:
     if shutil.which("podman") is None:
         unavailable("podman is still not installed after prepare-host.sh")
     remove_leftovers()
-    yield Host(image=IMAGE, pg_image=PG_IMAGE, build_seconds=elapsed)
+    yield Host(image=IMAGE, pg_image=PG_IMAGE, mariadb_image=MARIADB_IMAGE,
+               build_seconds=elapsed)
     remove_leftovers()
 
 

@@ -16,7 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ PREPARE_HOST = E2E_DIR / "prepare-host.sh"
 
 IMAGE = os.environ.get("RUNNER_E2E_IMAGE", "localhost/migrate-runner:test")
 PG_IMAGE = os.environ.get("RUNNER_E2E_PG_IMAGE", "localhost/migrate-runner-postgres:16")
+MARIADB_IMAGE = os.environ.get("RUNNER_E2E_MARIADB_IMAGE", "localhost/migrate-runner-mariadb:11")
 LABEL = "migrate-runner-e2e"
 
 POSTGRESQL_ADMIN = os.environ.get(
@@ -72,8 +73,8 @@ def unavailable(message: str) -> None:
 class Host:
     image: str
     pg_image: str
+    mariadb_image: str
     build_seconds: float
-    figures: dict[str, Any] = field(default_factory=dict)
 
 def remove_leftovers() -> None:
     """Remove containers of earlier, interrupted runs of this suite."""

@@ -5,7 +5,7 @@
 # first). Called by the e2e suite (tests/e2e/conftest.py) and by .ci/run.
 #
 # Usage:
-#   tests/e2e/prepare-host.sh [host|base|image|pgimage|all]...   (default: all)
+#   tests/e2e/prepare-host.sh [STEP]...   (default: all)
 #     host     install podman, runc, debootstrap; write the podman config
 #     base     build the stand-in Python base image (debootstrap; ~1 min, cached)
 #     image    build the app image from ./Dockerfile on that base
@@ -13,7 +13,7 @@
 #     mariadbimage  build the stand-in "mariadb:11" image (its mariadb profile)
 #     compose  pip-install podman-compose into RUNNER_E2E_PYTHON's environment
 #              if it is not there (the suite runs docker-compose.yml with it)
-#     all      all of the above
+#     all      all of the above (compose only if RUNNER_E2E_PYTHON is set)
 #
 # Environment:
 #   RUNNER_E2E_BASE_IMAGE   base image tag    (default localhost/migrate-runner-base:bookworm)
@@ -22,7 +22,7 @@
 #   RUNNER_E2E_MARIADB_IMAGE  mariadb stand-in (default localhost/migrate-runner-mariadb:11)
 #   RUNNER_E2E_DEBIAN_MIRROR  debootstrap mirror (default: the one apt uses here)
 #   RUNNER_E2E_PYTHON       the Python that runs the suite (default: python3)
-#   RUNNER_E2E_REBUILD=1    rebuild the base and postgres images even if they exist
+#   RUNNER_E2E_REBUILD=1    rebuild the base and stand-in images even if they exist
 #
 # Why each step (found by trying on this machine, podman 4.3 on Debian 12):
 #   * crun rejects the sandbox's hybrid cgroup layout: use runc + cgroupfs;
@@ -194,7 +194,8 @@ main() {
             compose) step_compose ;;
             all)
                 step_host; step_base; step_image; step_pgimage; step_mariadbimage
-                step_compose
+                # only into a Python named for it, never the system's by surprise
+                if [ -n "${RUNNER_E2E_PYTHON:-}" ]; then step_compose; fi
                 ;;
             *) log "unknown step: ${s}"; exit 2 ;;
         esac

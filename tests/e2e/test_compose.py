@@ -46,7 +46,9 @@ OVERRIDE = ROOT / "tests" / "e2e" / "compose.override.yml"
 class Compose:
     def __init__(self, host: Host) -> None:
         self.project = f"e2e-compose-{uuid.uuid4().hex[:6]}"
-        self.env = dict(os.environ, RUNNER_E2E_IMAGE=host.image, RUNNER_E2E_PG_IMAGE=host.pg_image)
+        self.env = dict(os.environ, RUNNER_E2E_IMAGE=host.image,
+                        RUNNER_E2E_PG_IMAGE=host.pg_image,
+                        RUNNER_E2E_MARIADB_IMAGE=host.mariadb_image)
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "podman_compose", "-p", self.project,
@@ -68,7 +70,7 @@ def compose(host: Host) -> Iterator[Compose]:
     try:
         yield project
     finally:
-        down = project("down", "-v", "-t", "5")
+        down = project("--profile", "mariadb", "--profile", "migrate", "down", "-v", "-t", "5")
         assert down.returncode == 0, down.stdout + down.stderr
 
 
@@ -130,12 +132,40 @@ def test_compose_up_three_replicas_one_migrates(host: Host, compose: Compose) ->
     assert all(seconds < 10 for _, seconds in results)
 
 
-def test_compose_mariadb_profile_swaps_the_database(compose: Compose) -> None:
-    """`--profile mariadb` + naming the services selects MariaDB instead of PostgreSQL."""
-    config = compose("--profile", "mariadb", "config")
-    assert config.returncode == 0, config.stderr
+def test_compose_mariadb_profile_swaps_the_database(host: Host, compose: Compose) -> None:
+    """`--profile mariadb up mariadb app-mariadb`: MariaDB instead of PostgreSQL."""
     services = compose("--profile", "mariadb", "config", "--services").stdout.split()
     assert {"mariadb", "app-mariadb", "migrate-mariadb"} <= set(services)
-    default = compose("config", "--services").stdout.split()
-    assert set(default) == {"db", "app"}, default
-    assert "mariadb:3306" in (ROOT / "docker" / "secrets" / "database_url_mariadb").read_text()
+    assert set(compose("config", "--services").stdout.split()) == {"db", "app"}
+
+    up = compose("--profile", "mariadb", "up", "-d", "--no-build", "mariadb", "app-mariadb")
+    assert up.returncode == 0, up.stdout + up.stderr
+    names = compose.containers("app-mariadb")
+    assert len(names) == 3, (names, up.stdout, up.stderr)
+    assert len(compose.containers("mariadb")) == 1
+    # Instead of, not beside, PostgreSQL.
+    assert compose.containers("db") == [] and compose.containers("app") == []
+
+    replicas = [Container(name, None) for name in names]
+    urls = [f"http://{host_port(name)}/" for name in names]
+    waits = in_parallel(lambda pair: wait_until_serving(pair[0], url=pair[1]),
+                        list(zip(replicas, urls, strict=True)))
+    per_replica = {c.name: c.event_names() for c in replicas}
+    counts = Counter(e for names in per_replica.values() for e in names
+                     if e.startswith(("migrate.", "db.waiting")))
+    print(f"\n[e2e] compose mariadb: 3/3 replicas served "
+          f"({', '.join(f'{w:.1f}' for w in waits)} s after up); "
+          f"migrate.applied x{counts['migrate.applied']}, migrate.noop x{counts['migrate.noop']}, "
+          f"db.waiting x{counts['db.waiting']}")
+    assert counts["migrate.applied"] == 1, per_replica
+    assert counts["migrate.noop"] == 2, per_replica
+    assert "@mariadb:3306/app" in "".join(c.logs() for c in replicas)
+
+    run = compose("--profile", "mariadb", "run", "--rm", "migrate-mariadb")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "migrate.noop" in [e["event"] for e in parse_events(run.stdout + run.stderr)]
+
+    results = in_parallel(stop_and_time, replicas)
+    for container, (code, seconds) in zip(replicas, results, strict=True):
+        print(f"[e2e] compose mariadb: stop {container.name}: exit {code} in {seconds:.2f} s")
+    assert [code for code, _ in results] == [0, 0, 0]

@@ -34,10 +34,11 @@ if [ ! -d "${datadir}/mysql" ]; then
                 echo "GRANT ALL ON \`${MARIADB_DATABASE}\`.* TO '${MARIADB_USER}'@'%';"
             fi
         fi
-        # MARIADB_RANDOM_ROOT_PASSWORD: root keeps socket authentication only,
+        # MARIADB_RANDOM_ROOT_PASSWORD: root (and mysql, the admin account this
+        # script uses) keep socket authentication only,
         # which nobody outside the container can use either.
-    } | mariadb --socket="${socket}" -uroot
-    mariadb-admin --socket="${socket}" -uroot shutdown
+    } | mariadb --socket="${socket}"
+    mariadb-admin --socket="${socket}" shutdown
     wait "${pid}" || true
     echo "entrypoint: initialised ${datadir} (database ${MARIADB_DATABASE:-}, user ${MARIADB_USER:-})"
 fi
