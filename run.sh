@@ -25,6 +25,8 @@ case "${1:-serve}" in
     shift || true
     "$venv/bin/ruff" check runner tests example
     "$venv/bin/mypy" runner
+    "$venv/bin/hadolint" Dockerfile tests/e2e/*/Containerfile
+    find docker tests -name '*.sh' -print0 | xargs -0 "$venv/bin/shellcheck" run.sh .ci/run
     exec "$venv/bin/python" -m pytest "$@"
     ;;
   serve)

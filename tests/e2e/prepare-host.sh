@@ -164,7 +164,7 @@ build_standin() {
         return
     fi
     log "building ${tag} (Debian's package on ${BASE_IMAGE})"
-    timed "build ${tag}" podman_ build --network host \
+    timed "build ${tag}" podman_ build --quiet --network host \
         --build-arg "BASE_IMAGE=${BASE_IMAGE}" \
         -t "${tag}" -f "${dir}/Containerfile" "${dir}"
 }
