@@ -16,8 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from conftest import ADMIN_URLS
-from support import EXAMPLE, runner_command, runner_env
+from support import ADMIN_URLS, EXAMPLE, runner_command, runner_env
 
 REPLICAS = 8
 

@@ -5,18 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from support import EXAMPLE
+from support import ADMIN_URLS, EXAMPLE, DatabaseFactory
 
-POSTGRESQL_ADMIN = os.environ.get(
-    "TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-MYSQL_ADMIN = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
-ADMIN_URLS = {"postgresql": POSTGRESQL_ADMIN, "mysql": MYSQL_ADMIN}
 SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MariaDB"}
 
 
@@ -26,9 +21,6 @@ def _unavailable(what: str, error: Exception) -> None:
     if os.environ.get("RUNNER_REQUIRE_DATABASES") == "1":
         pytest.fail(message + " (RUNNER_REQUIRE_DATABASES=1: the database tests are required)")
     pytest.skip(message)
-
-
-DatabaseFactory = Callable[[str], str]
 
 
 @pytest.fixture

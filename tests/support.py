@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,16 @@ import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example"
+
+POSTGRESQL_ADMIN = os.environ.get(
+    "TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MYSQL_ADMIN = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+ADMIN_URLS = {"postgresql": POSTGRESQL_ADMIN, "mysql": MYSQL_ADMIN}
+"""The servers' admin URLs, where the tests create and drop their databases."""
+
+DatabaseFactory = Callable[[str], str]
+"""Makes an empty database on a server ('postgresql' or 'mysql') and returns its URL."""
 
 
 def runner_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
@@ -144,3 +154,25 @@ def get(url: str, deadline: float) -> tuple[int, str]:
 def cmdline(pid: int) -> list[str]:
     """The argv of a live process, from /proc."""
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+REPLICAS = 8
+
+
+def start_herd(
+    database_url: str, cwd: Path = EXAMPLE, extra_env: dict[str, str] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """Start REPLICAS `runner migrate` processes together and wait for all of them."""
+    env = runner_env(database_url, **(extra_env or {}))
+    processes = [
+        subprocess.Popen(
+            runner_command("migrate"), env=env, cwd=cwd, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(REPLICAS)
+    ]
+    finished = []
+    for process in processes:
+        out, err = process.communicate(timeout=180)
+        finished.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return finished

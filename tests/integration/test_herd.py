@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from support import (
-    EXAMPLE,
+    REPLICAS,
     add_revision,
     event_names,
-    runner_command,
-    runner_env,
     script_heads,
+    start_herd,
     version_rows,
 )
-
-REPLICAS = 8
-
-
-def start_herd(
-    database_url: str, cwd: Path = EXAMPLE, extra_env: dict[str, str] | None = None
-) -> list[subprocess.CompletedProcess[str]]:
-    """Start REPLICAS `runner migrate` processes together and wait for all of them."""
-    env = runner_env(database_url, **(extra_env or {}))
-    processes = [
-        subprocess.Popen(
-            runner_command("migrate"), env=env, cwd=cwd, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )
-        for _ in range(REPLICAS)
-    ]
-    finished = []
-    for process in processes:
-        out, err = process.communicate(timeout=180)
-        finished.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
-    return finished
 
 
 @pytest.mark.parametrize("slow", [False, True], ids=["example", "slow-revision"])

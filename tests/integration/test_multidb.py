@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DatabaseFactory
-from support import EXAMPLE, event_names, run_runner, runner_env, script_heads
-from test_herd import REPLICAS, start_herd
+from support import (
+    EXAMPLE,
+    REPLICAS,
+    DatabaseFactory,
+    event_names,
+    run_runner,
+    runner_env,
+    script_heads,
+    start_herd,
+)
 
 from runner.errors import ExitCode
 

