@@ -64,7 +64,11 @@ def load_settings(
     flags: Mapping[str, Any],
     environ: MutableMapping[str, str] | None = None,
 ) -> Settings:
-    """Resolve the settings and load the app; raises ConfigError naming what to change."""
+    """Resolve the settings and load the app; raises ConfigError naming what to change.
+
+    `environ` is the process environment by default; the app reads that one too, which is
+    how a URL given by flag or DATABASE_URL_FILE reaches it.
+    """
     env: MutableMapping[str, str] = os.environ if environ is None else environ
     wait_timeout = _seconds(flags, "wait_timeout", "--wait-timeout", env, "RUNNER_WAIT_TIMEOUT",
                             DEFAULT_WAIT_TIMEOUT)
@@ -119,8 +123,6 @@ def load_app(app_path: str) -> Flask:
     """Load the Flask app the way `flask` does; any failure is a ConfigError."""
     try:
         app = ScriptInfo(app_import_path=app_path, set_debug_flag=False).load_app()
-    except ConfigError:
-        raise
     except Exception as exc:
         raise ConfigError(
             f"could not load the app {app_path!r} (set --app or FLASK_APP): {_last_line(exc)}"
