@@ -170,17 +170,19 @@ INDEX_TEMPLATE = """<!doctype html>
 
 
 def _register_routes(app: Flask) -> None:
-    # Script heads never change while the process lives: read them once.
-    script_heads: list[frozenset[str]] = []
+    # The scripts never change while the process lives: read them once.
+    scripts: list[tuple[frozenset[str], frozenset[str]]] = []
 
-    def get_script_heads() -> frozenset[str]:
-        if not script_heads:
+    def get_scripts() -> tuple[frozenset[str], frozenset[str]]:
+        """The scripts' heads, and every revision they know."""
+        if not scripts:
             # The per-app directory: Migrate.get_config() alone would use the
             # directory of whichever app called init_app last.
             directory = current_app.extensions["migrate"].directory
             script = ScriptDirectory.from_config(migrate.get_config(directory))
-            script_heads.append(frozenset(script.get_heads()))
-        return script_heads[0]
+            known = frozenset(revision.revision for revision in script.walk_revisions())
+            scripts.append((frozenset(script.get_heads()), known))
+        return scripts[0]
 
     @app.get("/")
     def index() -> ResponseReturnValue:
@@ -194,9 +196,9 @@ def _register_routes(app: Flask) -> None:
 
     @app.get("/readyz")
     def readyz() -> ResponseReturnValue:
-        """200 when every database is reachable and at the scripts' head(s)."""
+        """200 when every database is reachable and at (or past) the scripts' head(s)."""
         try:
-            heads = get_script_heads()
+            heads, known = get_scripts()
         except Exception as exc:  # a broken migrations directory: not ready
             return jsonify(
                 status="unavailable",
@@ -222,7 +224,10 @@ def _register_routes(app: Flask) -> None:
                     database=name,
                     error=type(exc).__name__,
                 ), 503
-            if current != heads:
+            # A revision these scripts do not know was applied by a newer release:
+            # during a rolling update the old pods keep serving until replaced.
+            ahead = bool(current) and current.isdisjoint(known)
+            if current != heads and not ahead:
                 return jsonify(
                     status="unavailable",
                     reason="database not at head",
