@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from support import ADMIN_URLS
 
 E2E_DIR = Path(__file__).resolve().parent
 ROOT = E2E_DIR.parent.parent
@@ -32,10 +33,6 @@ PG_IMAGE = os.environ.get("RUNNER_E2E_PG_IMAGE", "localhost/migrate-runner-postg
 MARIADB_IMAGE = os.environ.get("RUNNER_E2E_MARIADB_IMAGE", "localhost/migrate-runner-mariadb:11")
 LABEL = "migrate-runner-e2e"
 
-POSTGRESQL_ADMIN = os.environ.get(
-    "TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-MYSQL_ADMIN = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 
 REQUIRED = os.environ.get("RUNNER_REQUIRE_E2E") == "1"
 
@@ -128,10 +125,10 @@ def fresh_database(backend: str) -> Iterator[Database]:
     """A new, empty database on this machine's server, dropped afterwards."""
     name = f"e2e_{uuid.uuid4().hex[:12]}"
     if backend == "postgresql":
-        engine = admin_engine(POSTGRESQL_ADMIN, "PostgreSQL")
+        engine = admin_engine(ADMIN_URLS["postgresql"], "PostgreSQL")
         create, drop = f'CREATE DATABASE "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
     elif backend == "mariadb":
-        engine = admin_engine(MYSQL_ADMIN, "MariaDB")
+        engine = admin_engine(ADMIN_URLS["mysql"], "MariaDB")
         create, drop = f"CREATE DATABASE `{name}`", f"DROP DATABASE IF EXISTS `{name}`"
     else:
         raise ValueError(backend)
@@ -148,13 +145,6 @@ def fresh_database(backend: str) -> Iterator[Database]:
 
 
 # ---------------------------------------------------------------- containers
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (host networking: each container its own)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parse_events(text: str) -> list[dict[str, Any]]:
