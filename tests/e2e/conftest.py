@@ -38,12 +38,12 @@ from e2e_helpers import (
     Container,
     Database,
     Host,
-    free_port,
     fresh_database,
     podman,
     remove_leftovers,
     unavailable,
 )
+from support import free_port
 
 
 @pytest.fixture(scope="session")

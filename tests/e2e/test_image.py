@@ -19,7 +19,6 @@ from e2e_helpers import (
     Database,
     Host,
     TcpProxy,
-    free_port,
     http_get,
     in_parallel,
     parse_events,
@@ -28,6 +27,7 @@ from e2e_helpers import (
     stop_and_time,
     wait_until_serving,
 )
+from support import free_port
 
 pytestmark = pytest.mark.e2e
 

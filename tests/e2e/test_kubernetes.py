@@ -39,12 +39,12 @@ from e2e_helpers import (
     Container,
     Database,
     Host,
-    free_port,
     http_get,
     parse_events,
     podman,
     wait_until_serving,
 )
+from support import free_port
 
 pytestmark = pytest.mark.e2e
 
