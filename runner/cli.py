@@ -6,7 +6,6 @@ import argparse
 import json
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 
 from runner import migrate, offline, revisions, serve, status, wait
 from runner.database import error_text
-from runner.errors import ConfigError, ExitCode, Interrupted, NotAtHead, RunnerError
+from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.log import emit, events
 from runner.settings import Settings, load_settings, read_log_format
 
@@ -47,15 +46,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every database is at head, 5 when not."""
     wait.wait_for_database(settings)
     state = revisions.read_state(settings, revisions.load_migrations(settings))
-    if not state.at_head:
-        pending = ", ".join(script.revision for script in state.pending)
-        raise NotAtHead(
-            f"not at head: the database is at {', '.join(state.current) or 'base'}, the scripts"
-            f" at {', '.join(state.heads)}; {len(state.pending)} to apply ({pending}): run"
-            " 'runner migrate'",
-            current=list(state.current), heads=list(state.heads),
-            pending=[script.revision for script in state.pending],
-        )
+    revisions.require_head(state)
     print(f"at head: {', '.join(state.heads)}")
     return ExitCode.OK
 
@@ -80,10 +71,7 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Exec gunicorn without migrating, after the database reaches head if asked."""
     if args.wait_for_head:
-        started = time.monotonic()
-        wait.wait_for_database(settings)
-        remaining = max(0.0, settings.wait_timeout - (time.monotonic() - started))
-        serve.wait_for_head(settings, remaining)
+        serve.wait_for_head(settings)
     serve.exec_gunicorn(settings)
 
 

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
-from runner.errors import RevisionsUnusable
+from runner.errors import NotAtHead, RevisionsUnusable
 from runner.log import ALEMBIC_LOGGING_INI, emit
 from runner.settings import Settings, describe_url
 
@@ -117,6 +117,18 @@ def read_state(settings: Settings, migrations: Migrations) -> RevisionState:
     ):
         script.run_env()
     return state_of(script, databases, settings.allow_newer_database)
+
+
+def require_head(state: RevisionState) -> None:
+    """Raise NotAtHead, naming what is pending, unless every database is at head."""
+    if not state.at_head:
+        pending = [script.revision for script in state.pending]
+        raise NotAtHead(
+            f"not at head: the database is at {', '.join(state.current) or 'base'}, the scripts"
+            f" at {', '.join(state.heads)}; {len(pending)} to apply ({', '.join(pending)}): run"
+            " 'runner migrate'",
+            current=list(state.current), heads=list(state.heads), pending=pending,
+        )
 
 
 def state_of(

@@ -13,6 +13,7 @@ from typing import NoReturn
 import tenacity
 from flask.cli import prepare_import
 
+from runner import wait
 from runner.errors import ConfigError, NotAtHead
 from runner.log import emit
 from runner.revisions import RevisionState, load_migrations, read_state
@@ -40,11 +41,13 @@ def gunicorn_app_spec(app_path: str) -> str:
 
 
 def wait_for_head(
-    settings: Settings, timeout: float, sleep: Callable[[float], None] = time.sleep
+    settings: Settings, sleep: Callable[[float], None] = time.sleep
 ) -> RevisionState:
-    """Poll until every database is at head; NotAtHead if it is not within `timeout`."""
-    migrations = load_migrations(settings)
+    """Wait for the database, then poll until it is at head; NotAtHead after the wait timeout."""
     started = time.monotonic()
+    wait.wait_for_database(settings, sleep)
+    timeout = max(0.0, settings.wait_timeout - (time.monotonic() - started))
+    migrations = load_migrations(settings)
     last: list[RevisionState] = []
 
     def reading() -> RevisionState:
@@ -67,7 +70,8 @@ def wait_for_head(
     except tenacity.RetryError:
         state = last[0]
         raise NotAtHead(
-            f"the database did not reach head {', '.join(state.heads)} within {timeout:.1f}s"
+            f"the database did not reach head {', '.join(state.heads)} within"
+            f" {settings.wait_timeout:g}s"
             f" (it is at {', '.join(state.current) or 'base'}): is the migration Job or init"
             " container running? raise --wait-timeout/RUNNER_WAIT_TIMEOUT to wait longer",
             current=list(state.current), heads=list(state.heads),
