@@ -44,8 +44,7 @@ def migrate(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> 
             stop_waiting=lambda: read_state(settings, migrations).at_head,
             sleep=sleep,
         ):
-            return _noop(read_state(settings, migrations), started,
-                         "another process brought the database to head")
+            return _noop(state, started, "another process brought the database to head")
         held_since = time.monotonic()
         try:
             state = read_state(settings, migrations)
@@ -86,6 +85,7 @@ def upgrade(settings: Settings, migrations: Migrations) -> tuple[str, ...]:
 
 
 def _noop(state: RevisionState, started: float, message: str) -> MigrationResult:
+    """Log `migrate.noop`; any reading will do, only its (unchanging) script heads are used."""
     elapsed = time.monotonic() - started
     emit("migrate.noop", message, heads=list(state.heads), elapsed=round(elapsed, 3))
     return MigrationResult(applied=(), elapsed=elapsed)

@@ -48,27 +48,25 @@ def wait_for_head(
     wait.wait_for_database(settings, sleep)
     timeout = max(0.0, settings.wait_timeout - (time.monotonic() - started))
     migrations = load_migrations(settings)
-    last: list[RevisionState] = []
 
-    def reading() -> RevisionState:
-        state = read_state(settings, migrations)
-        if not state.at_head and not last:
+    def log_waiting(retry: tenacity.RetryCallState) -> None:
+        if retry.attempt_number == 1 and retry.outcome is not None:
+            state: RevisionState = retry.outcome.result()
             pending = ", ".join(script.revision for script in state.pending)
             emit("serve.waiting", f"waiting for the database to reach head {', '.join(state.heads)}"
                  f" ({len(state.pending)} pending: {pending}); another process migrates it",
                  current=list(state.current), heads=list(state.heads))
-        last[:] = [state]
-        return state
 
     try:
         state = tenacity.Retrying(
             stop=tenacity.stop_after_delay(timeout),
             wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=MAX_POLL_INTERVAL),
             retry=tenacity.retry_if_result(lambda state: not state.at_head),
+            before_sleep=log_waiting,
             sleep=sleep,
-        )(reading)
-    except tenacity.RetryError:
-        state = last[0]
+        )(read_state, settings, migrations)
+    except tenacity.RetryError as timed_out:
+        state = timed_out.last_attempt.result()
         raise NotAtHead(
             f"the database did not reach head {', '.join(state.heads)} within"
             f" {settings.wait_timeout:g}s"

@@ -92,7 +92,7 @@ def acquire(
 ) -> bool:
     """Poll until the lock is ours (True) or `stop_waiting()` is true (False); else LockTimeout."""
     started = time.monotonic()
-    last_logged = [float("-inf")]
+    last_logged = float("-inf")
 
     def attempt() -> bool | None:
         if lock.try_acquire():
@@ -102,9 +102,10 @@ def acquire(
         return None
 
     def log_waiting(state: tenacity.RetryCallState) -> None:
+        nonlocal last_logged
         waited = time.monotonic() - started
-        if waited - last_logged[0] >= WAITING_LOG_INTERVAL:
-            last_logged[0] = waited
+        if waited - last_logged >= WAITING_LOG_INTERVAL:
+            last_logged = waited
             emit("lock.waiting", "another process holds the migration lock; waiting",
                  lock=lock.name, waited=round(waited, 3))
 
