@@ -10,31 +10,12 @@ import argparse
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from support import ADMIN_URLS, EXAMPLE, runner_command, runner_env
+from support import EXAMPLE, fresh_database, runner_command, runner_env
 
 REPLICAS = 8
-
-
-def fresh_database(kind: str) -> tuple[str, sa.Engine, str]:
-    engine = sa.create_engine(ADMIN_URLS[kind], isolation_level="AUTOCOMMIT")
-    name = f"mr_bench_{uuid.uuid4().hex[:8]}"
-    quoted = f'"{name}"' if kind == "postgresql" else f"`{name}`"
-    with engine.connect() as connection:
-        connection.execute(sa.text(f"CREATE DATABASE {quoted}"))
-    return engine.url.set(database=name).render_as_string(hide_password=False), engine, quoted
-
-
-def drop(engine: sa.Engine, kind: str, quoted: str) -> None:
-    force = " WITH (FORCE)" if kind == "postgresql" else ""
-    with engine.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
-    engine.dispose()
 
 
 def herd(command: Sequence[str], url: str, replicas: int) -> tuple[int, float]:
@@ -67,11 +48,8 @@ def main() -> None:
                 # Eight processes that only connect: the cost of starting 8 Pythons at once.
                 ("startup", runner_command("wait"), REPLICAS),
             ):
-                url, engine, quoted = fresh_database(kind)
-                try:
+                with fresh_database(kind) as url:
                     results[label].append(herd(command, url, replicas))
-                finally:
-                    drop(engine, kind, quoted)
         for label, runs in results.items():
             failed = sum(f for f, _ in runs)
             trials_failing = sum(1 for f, _ in runs if f)

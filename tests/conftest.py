@@ -2,52 +2,38 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from support import ADMIN_URLS, EXAMPLE, DatabaseFactory
+
+from support import (
+    EXAMPLE,
+    REQUIRE_DATABASES,
+    DatabaseFactory,
+    fresh_database,
+    unavailable,
+)
 
 SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MariaDB"}
-
-
-def _unavailable(what: str, error: Exception) -> None:
-    """Skip, or fail when RUNNER_REQUIRE_DATABASES=1 (CI), because a server is down."""
-    message = f"{what} is not reachable: {' '.join(str(error).split())[:200]}"
-    if os.environ.get("RUNNER_REQUIRE_DATABASES") == "1":
-        pytest.fail(message + " (RUNNER_REQUIRE_DATABASES=1: the database tests are required)")
-    pytest.skip(message)
 
 
 @pytest.fixture
 def new_database() -> Iterator[DatabaseFactory]:
     """Make empty databases on a server ('postgresql' or 'mysql'); all dropped after the test."""
-    created: list[tuple[sa.Engine, str, str]] = []
+    with contextlib.ExitStack() as stack:
 
-    def make(kind: str) -> str:
-        engine = sa.create_engine(
-            ADMIN_URLS[kind], isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
-        )
-        name = f"mr_{uuid.uuid4().hex[:12]}"
-        quoted = f'"{name}"' if kind == "postgresql" else f"`{name}`"
-        try:
-            with engine.connect() as connection:
-                connection.execute(sa.text(f"CREATE DATABASE {quoted}"))
-        except sa.exc.OperationalError as exc:
-            _unavailable(SERVER_NAMES[kind], exc)
-        created.append((engine, kind, quoted))
-        return engine.url.set(database=name).render_as_string(hide_password=False)
+        def make(kind: str) -> str:
+            try:
+                return stack.enter_context(fresh_database(kind))
+            except sa.exc.OperationalError as exc:
+                unavailable(f"{SERVER_NAMES[kind]} is not reachable: "
+                            f"{' '.join(str(exc).split())[:200]}", REQUIRE_DATABASES)
 
-    yield make
-    for engine, kind, quoted in created:
-        force = " WITH (FORCE)" if kind == "postgresql" else ""
-        with engine.connect() as connection:
-            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
-        engine.dispose()
+        yield make
 
 
 @pytest.fixture

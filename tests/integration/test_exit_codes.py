@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from support import (
-    EXAMPLE,
-    add_revision,
-    event_names,
-    events,
-    run_runner,
-    runner_command,
-    runner_env,
-    version_rows,
-)
 
 from runner import locks
 from runner.errors import ExitCode
+from support import (
+    add_revision,
+    event_names,
+    events,
+    one_error,
+    run_runner,
+    runner_env,
+    start_runner,
+    version_rows,
+)
 
 PASSWORD = "Sup3r-s3cret-pw"
-
-
-def one_error(result: subprocess.CompletedProcess[str], code: ExitCode) -> dict[str, object]:
-    """Assert the exit code and a single one-line error event without a traceback; return it."""
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [record for record in events(result.stderr) if record["level"] == "error"]
-    assert len(errors) == 1, result.stderr
-    assert "\n" not in str(errors[0]["message"])
-    return errors[0]
 
 
 # exit 2: usage and configuration
@@ -146,10 +135,7 @@ def test_password_never_logged(postgresql_url: str) -> None:
 
 def test_sigterm_while_waiting_ends_at_once() -> None:
     url = "postgresql+psycopg://postgres@127.0.0.1:9/nothing"
-    process = subprocess.Popen(
-        runner_command("wait", "--wait-timeout", "120"), env=runner_env(url), cwd=EXAMPLE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process = start_runner(["wait", "--wait-timeout", "120"], runner_env(url))
     assert process.stderr is not None
     for line in process.stderr:
         if '"db.waiting"' in line:
@@ -192,32 +178,8 @@ def test_check_exits_5_then_0(database_url: str) -> None:
     assert result.stdout.startswith("at head")
 
 
-# exit 6: revisions unusable
-
-
-def test_two_heads_exit_6(project: Path, sqlite_url: str) -> None:
-    versions = project / "migrations" / "versions"
-    first = sorted(versions.glob("*users.py"))[0].name.split("_")[0]
-    (versions / "aaaa0000branch_side.py").write_text(
-        f'revision = "aaaa0000branch"\ndown_revision = "{first}"\nbranch_labels = None\n'
-        "depends_on = None\n\ndef upgrade():\n    pass\n\ndef downgrade():\n    pass\n"
-    )
-    result = run_runner(["migrate"], runner_env(sqlite_url), cwd=project)
-    message = str(one_error(result, ExitCode.REVISIONS_UNUSABLE)["message"])
-    assert "aaaa0000branch" in message
-    assert "flask db merge" in message
-
-
-def test_unknown_database_revision_exits_6(database_url: str) -> None:
-    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
-    with engine.begin() as connection:
-        connection.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
-        connection.execute(sa.text("INSERT INTO alembic_version VALUES ('f00dfacef00d')"))
-    engine.dispose()
-    result = run_runner(["migrate"], runner_env(database_url))
-    message = str(one_error(result, ExitCode.REVISIONS_UNUSABLE)["message"])
-    assert "f00dfacef00d" in message
-    assert "older than the database" in message
+# exit 6: several heads, or an unknown database revision: every command that reads the
+# history is tested for both in test_state_commands.py.
 
 
 # exit 7: a migration raises; the lock is free afterwards

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.script import ScriptDirectory
-from support import EXAMPLE
+
+from support import EXAMPLE, scripts
 
 # --------------------------------------------------------------------------
 # Helpers
@@ -301,7 +301,7 @@ def test_example_history(database_url: str, tmp_path: Path) -> None:
     heads = db.heads()
     assert len(heads) == 1, heads
     # Oldest first; walk_revisions() goes from the head down.
-    script_dir = ScriptDirectory(str(EXAMPLE / "migrations"))
+    script_dir = scripts()
     chain = [script.revision for script in script_dir.walk_revisions()][::-1]
     assert len(chain) >= 3
     assert chain[-1] == heads[0]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
-from support import add_revision, event_names, run_runner, runner_command, runner_env, version_rows
+
+from support import add_revision, event_names, run_runner, runner_env, start_runner, version_rows
 
 
 @pytest.mark.postgresql
@@ -22,10 +22,7 @@ def test_next_runner_finishes_after_the_holder_is_killed(
         "    time.sleep(600)",
         imports="import os\nimport time",
     )
-    holder = subprocess.Popen(
-        runner_command("migrate"), env=runner_env(postgresql_url, SLOW_MIGRATION="1"),
-        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    holder = start_runner(["migrate"], runner_env(postgresql_url, SLOW_MIGRATION="1"), project)
     assert holder.stderr is not None
     for line in holder.stderr:
         if f"-> {slow}" in line:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from runner.errors import ExitCode
 from support import (
     EXAMPLE,
     REPLICAS,
@@ -15,8 +17,6 @@ from support import (
     script_heads,
     start_herd,
 )
-
-from runner.errors import ExitCode
 
 MULTIDB_HEADS = script_heads(EXAMPLE / "migrations_multidb")
 SERVERS = [pytest.param("postgresql", marks=pytest.mark.postgresql),

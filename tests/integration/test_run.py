@@ -6,38 +6,33 @@ import signal
 import subprocess
 import time
 
-import pytest
 from support import (
-    EXAMPLE,
     cmdline,
     event_names,
     free_port,
     get,
-    runner_command,
     runner_env,
     script_heads,
+    start_runner,
     version_rows,
 )
 
 
-@pytest.fixture
-def served(sqlite_url: str) -> subprocess.Popen[str]:
+def test_run_migrates_then_becomes_gunicorn(sqlite_url: str) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        runner_command("run", "--", "--workers", "2"),
-        env=runner_env(sqlite_url, PORT=str(port)), cwd=EXAMPLE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    process.port = port  # type: ignore[attr-defined]
-    yield process
-    if process.poll() is None:
-        process.kill()
-        process.communicate()
+    served = start_runner(["run", "--", "--workers", "2"],
+                          runner_env(sqlite_url, PORT=str(port)))
+    try:
+        check_served(served, port, sqlite_url)
+    finally:
+        if served.poll() is None:
+            served.kill()
+            served.communicate()
 
 
-def test_run_migrates_then_becomes_gunicorn(served: subprocess.Popen[str], sqlite_url: str) -> None:
+def check_served(served: subprocess.Popen[str], port: int, sqlite_url: str) -> None:
     deadline = time.monotonic() + 60
-    base = f"http://127.0.0.1:{served.port}"  # type: ignore[attr-defined]
+    base = f"http://127.0.0.1:{port}"
     status, body = get(base + "/", deadline)
     assert status == 200, body
     assert get(base + "/healthz", deadline)[0] == 200

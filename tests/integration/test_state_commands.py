@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from runner.errors import ExitCode
 from support import (
     EXAMPLE,
     add_revision,
@@ -17,13 +18,13 @@ from support import (
     events,
     free_port,
     get,
+    one_error,
     run_runner,
-    runner_command,
     runner_env,
     script_heads,
+    scripts,
+    start_runner,
 )
-
-from runner.errors import ExitCode
 
 EXAMPLE_TABLES = ("user", "more_user_info", "post")
 CLOSED_PORT = {"postgresql": "postgresql+psycopg://app:pw@127.0.0.1:9/app",
@@ -32,13 +33,7 @@ CLOSED_PORT = {"postgresql": "postgresql+psycopg://app:pw@127.0.0.1:9/app",
 
 def all_revisions() -> list[str]:
     """The example's revisions, oldest first, as Alembic orders them."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(EXAMPLE / "migrations"))
-    newest_first = ScriptDirectory.from_config(config).walk_revisions()
-    return [script.revision for script in newest_first][::-1]
+    return [script.revision for script in scripts().walk_revisions()][::-1]
 
 
 def test_empty_database_then_migrated(database_url: str) -> None:
@@ -129,8 +124,7 @@ def make_two_heads(project: Path) -> str:
 def test_two_heads_exit_6_everywhere(project: Path, sqlite_url: str, command: list[str]) -> None:
     side = make_two_heads(project)
     result = run_runner(command, runner_env(sqlite_url, PORT="1"), cwd=project)
-    assert result.returncode == ExitCode.REVISIONS_UNUSABLE, result.stderr
-    message = result.stderr
+    message = str(one_error(result, ExitCode.REVISIONS_UNUSABLE)["message"])
     assert side in message
     assert script_heads(EXAMPLE / "migrations")[0] in message
     assert "flask db merge" in message
@@ -151,9 +145,9 @@ def test_unknown_database_revision_exits_6_everywhere(
 ) -> None:
     revision = stamp_unknown(database_url)
     result = run_runner(command, runner_env(database_url, PORT="1"))
-    assert result.returncode == ExitCode.REVISIONS_UNUSABLE, result.stderr
-    assert revision in result.stderr
-    assert "older than the database" in result.stderr
+    message = str(one_error(result, ExitCode.REVISIONS_UNUSABLE)["message"])
+    assert revision in message
+    assert "older than the database" in message
 
 
 def test_allow_newer_database_lets_an_older_image_run(sqlite_url: str) -> None:
@@ -171,10 +165,7 @@ def test_allow_newer_database_lets_an_older_image_run(sqlite_url: str) -> None:
 def test_serve_waits_for_head_then_serves(sqlite_url: str) -> None:
     port = free_port()
     env = runner_env(sqlite_url, PORT=str(port))
-    server = subprocess.Popen(
-        runner_command("serve", "--wait-for-head", "--wait-timeout", "120"), env=env,
-        cwd=EXAMPLE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    server = start_runner(["serve", "--wait-for-head", "--wait-timeout", "120"], env)
     try:
         assert server.stderr is not None
         for line in server.stderr:
@@ -199,10 +190,7 @@ def test_serve_without_head_times_out_with_5(sqlite_url: str) -> None:
 
 def test_plain_serve_never_migrates(sqlite_url: str) -> None:
     port = free_port()
-    server = subprocess.Popen(
-        runner_command("serve"), env=runner_env(sqlite_url, PORT=str(port)), cwd=EXAMPLE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    server = start_runner(["serve"], runner_env(sqlite_url, PORT=str(port)))
     try:
         assert get(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 60)[0] == 200
     finally:

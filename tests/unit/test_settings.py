@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import EXAMPLE
 
 from runner.errors import ConfigError
 from runner.settings import DEFAULT_LOCK_TIMEOUT, DEFAULT_WAIT_TIMEOUT, load_settings
+from support import EXAMPLE
 
 
 @pytest.fixture(autouse=True)
