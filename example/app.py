@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from flask import Flask, current_app, jsonify, render_template_string
+from flask import Flask, render_template_string
 from flask.typing import ResponseReturnValue
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Mapped, mapped_column
+
+from runner.health import health_blueprint
 
 # Named constraints make migrations identical on every backend and let
 # SQLite's batch mode drop or alter a constraint by name.
@@ -45,28 +45,6 @@ AUDIT_BIND = "audit"
 
 db = SQLAlchemy(metadata=sa.MetaData(naming_convention=NAMING_CONVENTION))
 migrate = Migrate()
-
-
-def normalize_database_url(url: str) -> str:
-    """Return ``url`` with a driver that is installed: psycopg 3 or PyMySQL.
-
-    ``postgres://`` (Heroku style) and ``postgresql://`` become
-    ``postgresql+psycopg://``; ``mysql://`` becomes ``mysql+pymysql://`` and
-    ``mariadb://`` becomes ``mariadb+pymysql://``. Any other URL, including
-    one that already names a driver, is returned unchanged.
-    """
-    # SQLAlchemy's defaults for these schemes are psycopg2 and mysqlclient,
-    # neither of which this project installs.
-    rewrites = {
-        "postgres://": "postgresql+psycopg://",
-        "postgresql://": "postgresql+psycopg://",
-        "mysql://": "mysql+pymysql://",
-        "mariadb://": "mariadb+pymysql://",
-    }
-    for prefix, replacement in rewrites.items():
-        if url.startswith(prefix):
-            return replacement + url[len(prefix) :]
-    return url
 
 
 class User(db.Model):  # type: ignore[name-defined,misc]
@@ -127,14 +105,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # litter the project directory when a real database is used.
         os.makedirs(app.instance_path, exist_ok=True)
         database_url = "sqlite:///" + os.path.join(app.instance_path, "example.db")
-    app.config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(database_url)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url
     # A pooled connection may have died with a database restart; readyz and
     # requests should not fail once for it.
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
 
     second_url = os.environ.get("EXAMPLE_SECOND_DATABASE_URL")
     if second_url:
-        app.config["SQLALCHEMY_BINDS"] = {AUDIT_BIND: normalize_database_url(second_url)}
+        app.config["SQLALCHEMY_BINDS"] = {AUDIT_BIND: second_url}
     if test_config:
         app.config.update(test_config)
 
@@ -170,79 +148,11 @@ INDEX_TEMPLATE = """<!doctype html>
 
 
 def _register_routes(app: Flask) -> None:
-    # The scripts never change while the process lives: read them once.
-    scripts: list[tuple[frozenset[str], frozenset[str]]] = []
-
-    def get_scripts() -> tuple[frozenset[str], frozenset[str]]:
-        """The scripts' heads, and every revision they know."""
-        if not scripts:
-            # The per-app directory: Migrate.get_config() alone would use the
-            # directory of whichever app called init_app last.
-            directory = current_app.extensions["migrate"].directory
-            script = ScriptDirectory.from_config(migrate.get_config(directory))
-            known = frozenset(revision.revision for revision in script.walk_revisions())
-            scripts.append((frozenset(script.get_heads()), known))
-        return scripts[0]
-
     @app.get("/")
     def index() -> ResponseReturnValue:
         posts = db.session.scalars(sa.select(Post).order_by(Post.id)).all()
         # render_template_string autoescapes: titles are user data.
         return render_template_string(INDEX_TEMPLATE, posts=posts)
 
-    @app.get("/healthz")
-    def healthz() -> ResponseReturnValue:
-        return "ok", 200, {"Content-Type": "text/plain; charset=utf-8"}
-
-    @app.get("/readyz")
-    def readyz() -> ResponseReturnValue:
-        """200 when every database is reachable and at (or past) the scripts' head(s)."""
-        try:
-            heads, known = get_scripts()
-        except Exception as exc:  # a broken migrations directory: not ready
-            return jsonify(
-                status="unavailable",
-                reason="migration scripts unreadable",
-                error=type(exc).__name__,
-            ), 503
-        opts = _version_table_opts()
-        # One version table per engine: with binds, each database is migrated
-        # separately and all must be at head.
-        engines = db.engines
-        for bind_key in sorted(engines, key=lambda key: (key is not None, key or "")):
-            name = bind_key or "default"
-            engine = engines[bind_key]
-            try:
-                with engine.connect() as connection:
-                    current = frozenset(
-                        MigrationContext.configure(connection, opts=opts).get_current_heads()
-                    )
-            except sa.exc.SQLAlchemyError as exc:
-                return jsonify(
-                    status="unavailable",
-                    reason="database unreachable",
-                    database=name,
-                    error=type(exc).__name__,
-                ), 503
-            # A revision these scripts do not know was applied by a newer release:
-            # during a rolling update the old pods keep serving until replaced.
-            ahead = bool(current) and current.isdisjoint(known)
-            if current != heads and not ahead:
-                return jsonify(
-                    status="unavailable",
-                    reason="database not at head",
-                    database=name,
-                    current=sorted(current),
-                    heads=sorted(heads),
-                ), 503
-        return jsonify(status="ready", heads=sorted(heads)), 200
-
-
-def _version_table_opts() -> dict[str, Any]:
-    """The version table options the app gave ``Migrate``, for MigrationContext."""
-    configure_args = current_app.extensions["migrate"].configure_args
-    return {
-        key: configure_args[key]
-        for key in ("version_table", "version_table_schema")
-        if configure_args.get(key) is not None
-    }
+    # GET /healthz and GET /readyz (every database at the migrations' head, or past it).
+    app.register_blueprint(health_blueprint())

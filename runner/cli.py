@@ -3,89 +3,160 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
+import logging
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
-from types import FrameType
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import sqlalchemy as sa
-
-from runner import migrate, offline, revisions, serve, status, wait
+# Each command imports what it uses when it runs: the fast no-op path must not pay for
+# Flask, SQLAlchemy or Alembic (see runner.fast_start).
+import runner
+from runner import fast_start, signals, termination
 from runner.database import error_text
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
-from runner.log import emit, events
-from runner.settings import Settings, load_settings, read_log_format
+from runner.log import AppLogHandler, emit, events
+from runner.settings import (
+    SETTINGS,
+    Settings,
+    apply_environment,
+    read_log_format,
+    resolve_options,
+    settings_for,
+)
 
-Command = Callable[[Settings, argparse.Namespace], int]
+if TYPE_CHECKING:
+    from runner import fastlock
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Wait, migrate under the lock, then exec gunicorn."""
-    wait.wait_for_database(settings)
-    migrate.migrate(settings)
+    from runner import migration, serve, wait
+
+    wait.wait_for_database(settings, default_answered=args.database_answered)
+    migration.migrate(settings)
     serve.exec_gunicorn(settings)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     """Wait, migrate under the lock, exit."""
-    wait.wait_for_database(settings)
-    migrate.migrate(settings)
+    from runner import migration, wait
+
+    wait.wait_for_database(settings, default_answered=args.database_answered)
+    migration.migrate(settings, taken=args.fast_lock)
     return ExitCode.OK
 
 
 def cmd_wait(settings: Settings, args: argparse.Namespace) -> int:
     """Wait until the database accepts connections."""
-    wait.wait_for_database(settings)
+    from runner import wait
+
+    wait.wait_for_database(settings, default_answered=args.database_answered)
     return ExitCode.OK
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every database is at head, 5 when not."""
-    wait.wait_for_database(settings)
+    from runner import revisions, wait
+
+    wait.wait_for_database(settings, default_answered=args.database_answered)
     state = revisions.read_state(settings, revisions.load_migrations(settings))
     revisions.require_head(state)
-    print(f"at head: {', '.join(state.heads)}")
+    print(f"at head: {', '.join(state.heads)}", file=args.out)
     return ExitCode.OK
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Print the current revisions, the heads and the pending revisions."""
-    wait.wait_for_database(settings)
+    from runner import revisions, status, wait
+
+    wait.wait_for_database(settings, default_answered=args.database_answered)
     state = revisions.read_state(settings, revisions.load_migrations(settings))
+    migration = status.migration_holder(settings, state)
     if args.json:
-        print(json.dumps(status.status_json(state)))
+        print(json.dumps(status.status_json(state, migration)), file=args.out)
     else:
-        print(status.status_text(state))
+        print(status.status_text(state, migration), file=args.out)
     return ExitCode.OK
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     """Print the offline SQL for a revision range, without connecting."""
-    offline.write_sql(settings, sys.stdout, args.from_revision, args.to_revision)
+    from runner import offline
+
+    offline.write_sql(settings, args.out, args.from_revision, args.to_revision)
     return ExitCode.OK
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Exec gunicorn without migrating, after the database reaches head if asked."""
+    from runner import serve
+
     if args.wait_for_head:
         serve.wait_for_head(settings)
     serve.exec_gunicorn(settings)
 
 
-COMMANDS: dict[str, tuple[Command, str]] = {
-    "run": (cmd_run, "wait, migrate under the lock, then exec gunicorn"),
-    "migrate": (cmd_migrate, "wait, migrate under the lock, exit"),
-    "wait": (cmd_wait, "wait until the database accepts connections"),
-    "check": (cmd_check, "exit 0 if the database is at head, 5 if not"),
-    "status": (cmd_status, "current revisions, heads and pending revisions"),
-    "sql": (cmd_sql, "print the offline SQL for a revision range; never connects"),
-    "serve": (cmd_serve, "exec gunicorn without migrating"),
-}
+def fast_migrate(head: str, started: float) -> int:
+    """`migrate` when the fast path found the database at head: nothing to do, no lock."""
+    emit("migrate.noop", "the database is already at head", heads=[head],
+         elapsed=round(time.monotonic() - started, 3), path="fast")
+    return ExitCode.OK
 
-GUNICORN_COMMANDS = ("run", "serve")
+
+def fast_check(head: str, started: float) -> int:
+    """`check` when the fast path found the database at head."""
+    print(f"at head: {head}")
+    return ExitCode.OK
+
+
+def _always(args: argparse.Namespace) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: what it runs, its help, the settings it offers, whether gunicorn follows."""
+
+    run: Callable[[Settings, argparse.Namespace], int]
+    help: str
+    settings: tuple[str, ...]
+    gunicorn: bool = False
+    waits: Callable[[argparse.Namespace], bool] = _always
+    """Whether this command line waits for the database (and so before loading the app)."""
+    fast: Callable[[str, float], int] | None = None
+    """What the command does when the fast path finds the database at head (the head, when
+    the command started), without loading the app."""
+    fast_waits: bool = False
+    """Whether, with the database behind, the fast path takes the migration lock or waits on
+    it, so that only the replica that wins it loads the app."""
+
+
+_APP = ("app", "database_url", "directory", "log_format")
+_CONNECTED = (*_APP, "migration_database_url", "wait_timeout", "allow_newer_database")
+_MIGRATING = (*_CONNECTED, "lock_timeout", "ddl_lock_timeout", "stop_timeout")
+
+COMMANDS: dict[str, Command] = {
+    "run": Command(cmd_run, "wait, migrate under the lock, then exec gunicorn", _MIGRATING,
+                   gunicorn=True),
+    "migrate": Command(cmd_migrate, "wait, migrate under the lock, exit", _MIGRATING,
+                       fast=fast_migrate, fast_waits=True),
+    "wait": Command(cmd_wait, "wait until the database accepts connections",
+                    (*_APP, "migration_database_url", "wait_timeout")),
+    "check": Command(cmd_check, "exit 0 if the database is at head, 5 if not", _CONNECTED,
+                     fast=fast_check),
+    "status": Command(cmd_status, "current revisions, heads and pending revisions", _CONNECTED),
+    "sql": Command(cmd_sql, "print the offline SQL for a revision range; never connects", _APP,
+                   waits=lambda args: False),
+    "serve": Command(cmd_serve, "exec gunicorn without migrating", _CONNECTED, gunicorn=True,
+                     waits=lambda args: bool(args.wait_for_head)),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,31 +167,29 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser for every command and its settings flags."""
+    """The parser for every command and the settings it offers, from the settings table."""
     parser = _Parser(
         prog="runner",
         description="Wait for the database, migrate under a lock, then exec gunicorn.",
     )
-    common = _Parser(add_help=False)
-    settings = common.add_argument_group("settings (each also from its environment variable)")
-    settings.add_argument("--app", help="Flask import path, e.g. 'app:create_app()' [FLASK_APP]")
-    settings.add_argument("--database-url", help="database URL [DATABASE_URL, DATABASE_URL_FILE]")
-    settings.add_argument("--directory", help="migrations directory [RUNNER_MIGRATIONS_DIR]")
-    settings.add_argument("--wait-timeout", help="seconds to wait for the database [60]")
-    settings.add_argument("--lock-timeout", help="seconds to wait for the lock [300]")
-    settings.add_argument("--log-format", help="text or json [RUNNER_LOG_FORMAT]")
-    settings.add_argument(
-        "--allow-newer-database", action="store_const", const=True, default=None,
-        help="take a database revision these scripts lack as newer: do not migrate, serve"
-        " [RUNNER_ALLOW_NEWER_DATABASE]",
-    )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for name, (_, help_text) in COMMANDS.items():
-        usage_tail = " [-- GUNICORN_ARGS]" if name in GUNICORN_COMMANDS else ""
-        sub = commands.add_parser(name, parents=[common], help=help_text,
-                                  description=help_text + usage_tail)
+    for name, command in COMMANDS.items():
+        usage_tail = " [-- GUNICORN_ARGS]" if command.gunicorn else ""
+        sub = commands.add_parser(name, help=command.help,
+                                  description=command.help + usage_tail)
         sub.set_defaults(command=name)
+        group = sub.add_argument_group(
+            "settings (a flag wins over its environment variable, which wins over .flaskenv/.env)")
+        for setting in (setting for setting in SETTINGS if setting.name in command.settings):
+            variables = " or ".join(filter(None, (setting.variable, setting.file_variable)))
+            help_text = f"{setting.help} [{variables}; default: {setting.default_text}]"
+            if setting.switch:
+                group.add_argument(setting.flag, dest=setting.name, action="store_const",
+                                   const=True, default=None, help=help_text)
+            else:
+                group.add_argument(setting.flag, dest=setting.name, help=help_text)
         if name == "status":
             sub.add_argument("--json", action="store_true", help="print one JSON object")
         elif name == "sql":
@@ -135,53 +204,135 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_cli(argv: Sequence[str]) -> int:
-    """Run one command line and return its exit code."""
+def version() -> str:
+    """The installed distribution's version, or the source tree's."""
+    import importlib.metadata  # 15 ms: only for --version, never on the fast path
+
+    try:
+        return importlib.metadata.version("migrate-runner")
+    except importlib.metadata.PackageNotFoundError:
+        return runner.__version__
+
+
+class _Version(argparse.Action):
+    """`--version`: print `migrate-runner VERSION` on stdout and exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"migrate-runner {version()}")
+        parser.exit()
+
+
+def run_cli(
+    argv: Sequence[str], export_environment: bool = False,
+    app_loaded: Callable[[], None] | None = None,
+) -> int:
+    """Run one command line and return its exit code.
+
+    With `export_environment` (the console entry point), os.environ becomes the environment
+    the settings give the app: .flaskenv/.env and the normalized DATABASE_URL.
+    `app_loaded` is called once the app is loaded, before the command runs.
+    """
+    started = time.monotonic()
     arguments = list(argv)
     gunicorn_args: list[str] = []
     if "--" in arguments:
         cut = arguments.index("--")
         arguments, gunicorn_args = arguments[:cut], arguments[cut + 1 :]
-    _install_signal_handlers()
+    fast_lock: fastlock.BareLock | None = None
     try:
         # Known before parsing, so that even a usage error comes out in the chosen format.
         events.format = read_log_format({})
         args = build_parser().parse_args(arguments)
-        if gunicorn_args and args.command not in GUNICORN_COMMANDS:
+        command = COMMANDS[args.command]
+        if gunicorn_args and not command.gunicorn:
             raise ConfigError(f"'runner {args.command}' takes no gunicorn arguments after '--'")
         flags: dict[str, Any] = vars(args)
         flags["gunicorn_args"] = gunicorn_args
-        events.format = read_log_format(flags)
-        settings = load_settings(flags)
-        command, _ = COMMANDS[args.command]
-        return command(settings, args)
+        if command.fast is not None:
+            head = fast_start.fast_head(flags, command.settings, command.fast_waits)
+            if isinstance(head, str):
+                return command.fast(head, started)
+            fast_lock = head
+        # The migration lock the fast path took, for the full path to take over.
+        args.fast_lock = fast_lock
+        options = resolve_options(flags)
+        events.format = options.log_format
+        if export_environment:
+            apply_environment(options.environment)
+        # stdout carries the command's result only: what the app prints while it loads
+        # and while its env.py runs goes to stderr.
+        args.out = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            # Whether the default database has answered already: the command waits for the rest.
+            args.database_answered = fast_lock is not None
+            if command.waits(args) and options.runner_url is not None and fast_lock is None:
+                from runner import wait
+
+                # Before the app is loaded: its factory may query the database.
+                wait.wait_for_url(options.runner_url, options.wait_timeout)
+                args.database_answered = True
+            settings = settings_for(options)
+            if app_loaded is not None:
+                app_loaded()
+            return command.run(settings, args)
     except RunnerError as error:
         emit(error.event, error.message, level="error", exit_code=int(error.exit_code),
              **error.fields)
         return error.exit_code
-    except sa.exc.OperationalError as error:
-        # The database went away after it had answered: the same verdict as never answering.
-        emit("db.unavailable", f"lost the database: {error_text(error)}", level="error",
-             exit_code=int(ExitCode.DATABASE_UNAVAILABLE))
-        return ExitCode.DATABASE_UNAVAILABLE
     except Interrupted as stop:
         name = signal.Signals(stop.signum).name
-        emit("runner.interrupted", f"stopped by {name}", level="warning", signal=name)
+        detail = f": {stop.detail}" if stop.detail else ""
+        emit("runner.interrupted", f"stopped by {name}{detail}", level="warning", signal=name)
         return 128 + stop.signum
-    except Exception:
+    except Exception as error:
+        if _lost_database(error):
+            # The database went away after it had answered: the same verdict as never answering.
+            emit("db.unavailable", f"lost the database: {error_text(error)}", level="error",
+                 exit_code=int(ExitCode.DATABASE_UNAVAILABLE))
+            return ExitCode.DATABASE_UNAVAILABLE
         emit("runner.crashed", "unexpected error, a bug: please report it with this traceback",
              level="critical", traceback=traceback.format_exc())
         return ExitCode.UNEXPECTED
+    finally:
+        if fast_lock is not None:
+            fast_lock.close()
+
+
+def _lost_database(error: Exception) -> bool:
+    """Whether the database failed us outside an upgrade (which has its own classes): any
+    error of the driver's, such as a connection lost or a session that a proxy in between
+    broke, is the database's verdict, not a bug of ours. SQLAlchemy is looked at only if
+    something already imported it."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(error, sa_exc.DBAPIError)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """The console script: run the command line and exit with its code."""
-    sys.exit(run_cli(sys.argv[1:] if argv is None else argv))
+    """The console script: the only place that changes the process (environment, signal
+    handlers, the root logger, the garbage collector); runs the command line, then exits hard.
+
+    A hard exit after flushing, so that a non-daemon thread the app started cannot keep
+    the process (an init container) alive, and no interpreter teardown: a third of a short
+    command's CPU went to the collector at exit. The commands that succeed by exec never
+    get here.
+    """
+    # Start-up only creates objects that live as long as the process (modules, the app):
+    # no collection until the app is loaded, and those objects are never scanned again.
+    gc.disable()
+    # The app's own log records, while the runner loads it and migrates, in the runner's format.
+    logging.getLogger().addHandler(AppLogHandler())
+    with signals.handlers_installed():
+        code = run_cli(sys.argv[1:] if argv is None else argv, export_environment=True,
+                       app_loaded=_collect_from_now_on)
+    # Only when the runner itself ends: after an exec, gunicorn's exit is gunicorn's to report.
+    termination.write_termination_log(code)
+    signals.exit_now(code)
 
 
-def _install_signal_handlers() -> None:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
+def _collect_from_now_on() -> None:
+    gc.freeze()
+    gc.enable()

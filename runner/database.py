@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import URL
 
 # Each attempt must end well inside the wait deadline, so a black-holed host
 # costs one bounded attempt rather than the driver's default of minutes.
@@ -25,9 +26,16 @@ _PERMANENT_POSTGRESQL_MESSAGES = (
 )
 
 
-def create_engine(url: URL, connect_timeout: float = CONNECT_TIMEOUT) -> sa.Engine:
+def create_engine(
+    url: URL,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    extra_connect_args: dict[str, Any] | None = None,
+) -> sa.Engine:
     """An engine with no pool whose connect() gives up after `connect_timeout` seconds."""
-    connect_args: dict[str, Any] = {}
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    connect_args: dict[str, Any] = dict(extra_connect_args or {})
     backend = url.get_backend_name()
     if backend == "postgresql":
         # libpq rounds below 2 up to 2 seconds.
@@ -54,6 +62,54 @@ def is_permanent(error: BaseException) -> bool:
         return any(marker in text for marker in _PERMANENT_POSTGRESQL_MESSAGES)
     # A SQLite file that cannot be opened stays unopenable: a path or permission problem.
     return module.startswith("sqlite3")
+
+
+# Errors that mean the connection itself is gone (a restart, a failover, a network cut),
+# not that a statement failed: PostgreSQL SQLSTATE classes 08 and 57P (shutdown);
+# MySQL 2006 "server has gone away", 2013 "lost connection", 1053 "server shutdown".
+_LOST_MYSQL_ERRORS = {1053, 2003, 2006, 2013, 2055}
+_LOST_MESSAGES = (
+    "server closed the connection",
+    "terminating connection",
+    "connection is closed",
+    "the connection is lost",
+    "consuming input failed",
+    "sending query failed",
+    "connection refused",
+    "lost connection",
+    "server has gone away",
+)
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    """Whether an error raised mid-upgrade means the database went away, not a bad statement."""
+    if getattr(error, "connection_invalidated", False):
+        return True
+    original = getattr(error, "orig", None) or error
+    module = type(original).__module__
+    if module.startswith("pymysql"):
+        args: tuple[Any, ...] = getattr(original, "args", ())
+        return bool(args) and args[0] in _LOST_MYSQL_ERRORS
+    sqlstate = str(getattr(original, "sqlstate", None) or "")
+    if sqlstate.startswith(("08", "57P")):
+        return True
+    text = str(original).lower()
+    return module.startswith("psycopg") and any(marker in text for marker in _LOST_MESSAGES)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying may succeed: the connection failed or broke, not a refusal."""
+    return isinstance(error, _connection_errors()) and not is_permanent(error)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """OSError, and the connection errors of SQLAlchemy and of the bare drivers (the fast
+    path's) among the modules already imported: one never imported raised nothing."""
+    found: list[type[BaseException]] = [OSError]
+    for module in ("sqlalchemy.exc", "psycopg", "pymysql.err"):
+        if module in sys.modules:
+            found += [sys.modules[module].OperationalError, sys.modules[module].InterfaceError]
+    return tuple(found)
 
 
 def error_text(error: BaseException) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 
 class ExitCode(enum.IntEnum):
-    """The process exit codes of DESIGN.md."""
+    """The process exit codes (docs/reference.md)."""
 
     OK = 0
     UNEXPECTED = 1
@@ -76,6 +76,7 @@ class MigrationFailed(RunnerError):
 class Interrupted(BaseException):
     """SIGTERM or SIGINT arrived; a BaseException so no `except Exception` swallows it."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, detail: str = "") -> None:
         super().__init__(signum)
         self.signum = signum
+        self.detail = detail

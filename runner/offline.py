@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TextIO
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.util import CommandError
 
 from runner.errors import ConfigError
-from runner.revisions import load_migrations
+from runner.log import preserved_logging
+from runner.revisions import Migrations, load_migrations, run_upgrade
 from runner.settings import Settings
 
 
@@ -29,9 +29,8 @@ def write_sql(
                 migrations.script.get_revision(revision)
             except CommandError as exc:
                 raise ConfigError(f"{flag} {revision}: {exc}") from None
-    target = to_revision or "head"
-    if from_revision is not None:
-        target = f"{from_revision}:{target}"
+    if from_revision is not None and to_revision is not None:
+        _require_after(migrations, from_revision, to_revision)
     # Rendered whole before any of it is written, so a failure prints no half script.
     rendered = io.StringIO()
     migrations.config.output_buffer = rendered
@@ -39,8 +38,8 @@ def write_sql(
     # directory instead of to the buffer: run it in a scratch directory and collect them.
     with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
         try:
-            with settings.app.app_context():
-                command.upgrade(migrations.config, target, sql=True)
+            with preserved_logging(), settings.app.app_context():
+                run_upgrade(migrations, to_revision or "head", from_revision, sql=True)
         except (CommandError, NotImplementedError, sa.exc.SQLAlchemyError, ValueError) as exc:
             raise ConfigError(
                 f"these migrations cannot be rendered as offline SQL: {type(exc).__name__}:"
@@ -52,3 +51,18 @@ def write_sql(
             name = path.name.removesuffix(".sql") or "(default)"
             rendered.write(f"-- database: {name}\n{path.read_text()}\n")
     out.write(rendered.getvalue())
+
+
+def _require_after(migrations: Migrations, from_revision: str, to_revision: str) -> None:
+    """ConfigError unless `to_revision` comes after `from_revision` in the history."""
+    script = migrations.script
+    to_rev = script.get_revision(to_revision)
+    from_rev = script.get_revision(from_revision)
+    ancestors = {rev.revision for rev in script.iterate_revisions(to_revision, "base")}
+    if from_rev is None or to_rev is None or to_rev.revision == from_rev.revision or (
+        from_rev.revision not in ancestors
+    ):
+        raise ConfigError(
+            f"--to {to_revision} does not come after --from {from_revision}: give --from an"
+            " older revision than --to (see 'runner status' for the order)"
+        )

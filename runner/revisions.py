@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
@@ -16,7 +19,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
 from runner.errors import NotAtHead, RevisionsUnusable
-from runner.log import ALEMBIC_LOGGING_INI, emit
+from runner.log import ALEMBIC_LOGGING_INI, emit, preserved_logging
 from runner.settings import Settings, describe_url
 
 
@@ -81,9 +84,27 @@ def script_directory(config: Config) -> ScriptDirectory:
     """The migration scripts, with exactly one head, or RevisionsUnusable."""
     try:
         script = ScriptDirectory.from_config(config)
+        versions = [Path(location) for location in script.version_locations or ()] or [
+            Path(script.dir, "versions")
+        ]
         heads = script.get_heads()
     except CommandError as exc:
         raise RevisionsUnusable(f"the migration scripts cannot be read: {exc}") from None
+    except Exception as exc:
+        # Alembic imports every revision file to read the history: name the one that broke.
+        raise RevisionsUnusable(
+            f"the revision file {_failing_file(exc, config)} cannot be imported:"
+            f" {type(exc).__name__}: {' '.join(str(exc).split())} (fix or remove it)",
+        ) from None
+    if not heads:
+        where = ", ".join(str(path) for path in versions)
+        missing = [path for path in versions if not path.is_dir()]
+        problem = "does not exist" if missing else "holds no revisions"
+        raise RevisionsUnusable(
+            f"{where} {problem}: an empty history would report any database as at head;"
+            " create the first revision with 'flask db migrate' and ship it, or point"
+            " --directory/RUNNER_MIGRATIONS_DIR at the right migrations directory"
+        )
     if len(heads) > 1:
         raise RevisionsUnusable(
             f"the migration scripts have {len(heads)} heads ({', '.join(heads)}): join them"
@@ -94,29 +115,81 @@ def script_directory(config: Config) -> ScriptDirectory:
     return script
 
 
+def _failing_file(exc: BaseException, config: Config) -> str:
+    """The revision file in `exc`'s traceback (or a SyntaxError's), else the scripts' dir."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return exc.filename
+    directory = str(Path(config.get_main_option("script_location") or ".").absolute())
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [frame.filename for frame in frames if frame.filename.startswith(directory)]
+    return inside[-1] if inside else directory
+
+
+READING: contextvars.ContextVar[bool] = contextvars.ContextVar("READING", default=False)
+"""True while read_state runs: its statements are a reading, not part of an upgrade."""
+
+
 def read_state(settings: Settings, migrations: Migrations) -> RevisionState:
     """Read every database's revisions through env.py, without changing anything."""
+    token = READING.set(True)
+    try:
+        return _read_state(settings, migrations)
+    finally:
+        READING.reset(token)
+
+
+def _read_state(settings: Settings, migrations: Migrations) -> RevisionState:
     script = migrations.script
     databases: list[DatabaseRevisions] = []
 
-    def record(heads: Sequence[str], context: MigrationContext) -> list[Any]:
+    def record(current: Sequence[str], context: MigrationContext) -> list[Any]:
+        # Alembic passes the revisions it has just read from the version table.
         connection = context.connection
         name = describe_url(connection.engine.url) if connection is not None else "offline"
         databases.append(
             DatabaseRevisions(
                 name=name,
-                current=tuple(context.get_current_heads()),
+                current=tuple(current),
                 version_table=context.version_table,
                 version_table_schema=context.version_table_schema,
             )
         )
         return []
 
-    with _quiet_alembic(), settings.app.app_context(), EnvironmentContext(
-        migrations.config, script, fn=record, dont_mutate=True
-    ):
-        script.run_env()
+    with _quiet_alembic(), preserved_logging(), settings.app.app_context():
+        with EnvironmentContext(migrations.config, script, fn=record, dont_mutate=True):
+            script.run_env()
+        # The app's pools would keep the connection env.py used: a waiter or a no-op must
+        # hold none besides the lock's (every replica of a rollout starts at once).
+        for engine in settings.app.extensions["migrate"].db.engines.values():
+            engine.dispose()
     return state_of(script, databases, settings.allow_newer_database)
+
+
+def started_revisions(record: logging.LogRecord) -> tuple[str, ...]:
+    """The revisions an upgrade step starts, from Alembic's 'Running upgrade ...' log record
+    on `alembic.runtime.migration`; () for any other record."""
+    step = record.args[0] if isinstance(record.args, tuple) and record.args else None
+    if not getattr(step, "is_upgrade", False):
+        return ()
+    return tuple(getattr(step, "to_revisions", None) or ())
+
+
+def run_upgrade(
+    migrations: Migrations, destination: str = "head", starting: str | None = None,
+    sql: bool = False,
+) -> None:
+    """`alembic upgrade` through env.py, as alembic.command.upgrade runs it, on the scripts
+    already read: command.upgrade would read every revision file a second time."""
+    script = migrations.script
+
+    def upgrade(current: Any, context: MigrationContext) -> Any:
+        # What command.upgrade passes env.py (Alembic 1.9 to today): the steps to apply.
+        return script._upgrade_revs(destination, current)
+
+    with EnvironmentContext(migrations.config, script, fn=upgrade, as_sql=sql,
+                            starting_rev=starting, destination_rev=destination):
+        script.run_env()
 
 
 def require_head(state: RevisionState) -> None:

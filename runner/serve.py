@@ -2,46 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-import re
+import shlex
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+import gunicorn.config  # type: ignore[import-untyped]
 import tenacity
-from flask.cli import prepare_import
 
-from runner import wait
+from runner import database, signals, wait
 from runner.errors import ConfigError, NotAtHead
 from runner.log import emit
 from runner.revisions import RevisionState, load_migrations, read_state
 from runner.settings import Settings
 
 MAX_POLL_INTERVAL = 1.0
-"""The cap on the pause between two readings of the revisions, in seconds."""
-
-
-def gunicorn_app_spec(app_path: str) -> str:
-    """The `module:attr` gunicorn imports for a FLASK_APP import path (loaded already)."""
-    parts = re.split(r":(?![\\/])", app_path, maxsplit=1)
-    module_name = prepare_import(parts[0])
-    if len(parts) == 2 and parts[1]:
-        return f"{module_name}:{parts[1]}"
-    # A bare module: look where `flask` looks, in the same order.
-    module = sys.modules.get(module_name)
-    for attr in ("app", "application"):
-        if hasattr(module, attr):
-            return f"{module_name}:{attr}"
-    for factory in ("create_app", "make_app"):
-        if hasattr(module, factory):
-            return f"{module_name}:{factory}()"
-    return module_name
+"""The cap on the pause between two readings of the revisions, in seconds (plus jitter)."""
 
 
 def wait_for_head(
-    settings: Settings, sleep: Callable[[float], None] = time.sleep
+    settings: Settings, sleep: Callable[[float], None] = signals.sleep
 ) -> RevisionState:
     """Wait for the database, then poll until it is at head; NotAtHead after the wait timeout."""
     started = time.monotonic()
@@ -50,7 +35,9 @@ def wait_for_head(
     migrations = load_migrations(settings)
 
     def log_waiting(retry: tenacity.RetryCallState) -> None:
-        if retry.attempt_number == 1 and retry.outcome is not None:
+        if retry.outcome is not None and retry.outcome.failed:
+            wait.log_waiting(retry)
+        elif retry.attempt_number == 1 and retry.outcome is not None:
             state: RevisionState = retry.outcome.result()
             pending = ", ".join(script.revision for script in state.pending)
             emit("serve.waiting", f"waiting for the database to reach head {', '.join(state.heads)}"
@@ -60,12 +47,16 @@ def wait_for_head(
     try:
         state = tenacity.Retrying(
             stop=tenacity.stop_after_delay(timeout),
-            wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=MAX_POLL_INTERVAL),
-            retry=tenacity.retry_if_result(lambda state: not state.at_head),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=MAX_POLL_INTERVAL)
+            + tenacity.wait_random(0, 0.1),
+            # A restart or failover while we poll is waited out like a slow migration.
+            retry=tenacity.retry_if_result(lambda state: not state.at_head)
+            | tenacity.retry_if_exception(database.is_transient),
             before_sleep=log_waiting,
             sleep=sleep,
         )(read_state, settings, migrations)
     except tenacity.RetryError as timed_out:
+        # The database's own error, when the last reading failed: exit 3 as for any wait.
         state = timed_out.last_attempt.result()
         raise NotAtHead(
             f"the database did not reach head {', '.join(state.heads)} within"
@@ -79,9 +70,40 @@ def wait_for_head(
     return state
 
 
+DEFAULT_GUNICORN_CONFIG = "python:runner.gunicorn_config"
+"""The config gunicorn gets when the app brings none (see runner/gunicorn_config.py)."""
+
+
 def gunicorn_argv(settings: Settings) -> list[str]:
     """gunicorn's argv: the operator's options, then the app; the bind comes from PORT."""
-    return ["gunicorn", *settings.gunicorn_args, gunicorn_app_spec(settings.app_path)]
+    config = [] if has_gunicorn_config(settings) else ["-c", DEFAULT_GUNICORN_CONFIG]
+    return ["gunicorn", *config, *settings.gunicorn_args, settings.gunicorn_app]
+
+
+def has_gunicorn_config(settings: Settings) -> bool:
+    """Whether gunicorn has a config of the app's: -c/--config given, or ./gunicorn.conf.py."""
+    args = [*settings.gunicorn_args,
+            *shlex.split(settings.exec_environment.get("GUNICORN_CMD_ARGS", ""))]
+    return (any(arg.startswith(("-c", "--config")) for arg in args)
+            or Path("gunicorn.conf.py").is_file())
+
+
+def gunicorn_bind(settings: Settings) -> list[str]:
+    """The addresses gunicorn will bind, as it decides: its flags, GUNICORN_CMD_ARGS, PORT."""
+    parser = gunicorn.config.Config().parser()
+    sources = [list(settings.gunicorn_args),
+               shlex.split(settings.exec_environment.get("GUNICORN_CMD_ARGS", ""))]
+    for args in sources:
+        # Quiet: --help, --version or a bad flag are for gunicorn itself to answer.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                bind = parser.parse_known_args(args)[0].bind
+            except SystemExit:
+                continue
+        if bind:
+            return list(bind)
+    port = settings.exec_environment.get("PORT")
+    return [f"0.0.0.0:{port}"] if port else ["127.0.0.1:8000"]
 
 
 def exec_gunicorn(settings: Settings) -> NoReturn:
@@ -93,10 +115,13 @@ def exec_gunicorn(settings: Settings) -> NoReturn:
     with settings.app.app_context():
         for engine in settings.app.extensions["migrate"].db.engines.values():
             engine.dispose()
-    emit("serve.exec", f"exec {' '.join(argv)}", argv=argv,
-         port=settings.exec_environment.get("PORT"))
+    bind = gunicorn_bind(settings)
+    emit("serve.exec", f"exec {' '.join(argv)} (binding {', '.join(bind)})", argv=argv,
+         bind=bind)
     try:
-        os.execvpe(executable, argv, dict(settings.exec_environment))
+        # The default config formats gunicorn's logs as the runner's, flag or variable.
+        os.execvpe(executable, argv,
+                   {**settings.exec_environment, "RUNNER_LOG_FORMAT": settings.log_format})
     except OSError as exc:
         raise ConfigError(
             f"cannot exec gunicorn ({exc.strerror}): install gunicorn in the app's environment"

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner.locks import Holder
+from runner.migration import open_migration_lock
 from runner.revisions import RevisionState
+from runner.settings import Settings
 
 
-def status_json(state: RevisionState) -> dict[str, Any]:
-    """`{"current", "heads", "pending"}` of DESIGN.md, plus each database's own revisions."""
+def migration_holder(settings: Settings, state: RevisionState) -> Holder | None:
+    """Who holds the migration lock, i.e. runs a migration right now; None when nobody."""
+    try:
+        lock = open_migration_lock(settings, state)
+    except OSError:
+        # A SQLite lock file this process may not create: reading the state needs no more.
+        return None
+    with lock:
+        return lock.holder()
+
+
+def status_json(state: RevisionState, migration: Holder | None = None) -> dict[str, Any]:
+    """`{"current", "heads", "pending"}`, each database's own revisions, and any migration
+    in progress: `{"in_progress": true, "holder": {...}}`, or null."""
     return {
         "current": list(state.current),
         "heads": list(state.heads),
@@ -17,10 +32,11 @@ def status_json(state: RevisionState) -> dict[str, Any]:
             {"name": db.name, "current": list(db.current), "ahead": list(db.ahead)}
             for db in state.databases
         ],
+        "migration": {"in_progress": True, "holder": migration.as_dict()} if migration else None,
     }
 
 
-def status_text(state: RevisionState) -> str:
+def status_text(state: RevisionState, migration: Holder | None = None) -> str:
     """Lines in the manner of `flask db current`, `heads` and `history`."""
     lines = []
     for db in state.databases:
@@ -38,4 +54,6 @@ def status_text(state: RevisionState) -> str:
         )
     else:
         lines.append("pending: none, at head")
+    if migration:
+        lines.append(f"migration in progress: lock held by {migration.describe()}")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,15 @@ from support import (
 )
 
 SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MariaDB"}
+
+
+@pytest.fixture(autouse=True)
+def restore_sys_path() -> Iterator[None]:
+    """Loading an app in-process puts its directory on sys.path, as `flask` does: no test
+    may leave it there for the next one to import its modules from."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
 
 
 @pytest.fixture

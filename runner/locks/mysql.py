@@ -2,30 +2,118 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
+
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from runner import database
-from runner.locks import MigrationLock, hashed
+from runner.locks import (
+    APPLICATION_NAME_PREFIX,
+    ConnectionLock,
+    Holder,
+    TakenConnection,
+    this_holder,
+    user_lock_name,
+)
+
+_BEACON_WAIT = 366 * 24 * 3600
+"""GET_LOCK's timeout for the beacon: longer than any migration."""
 
 
-class MysqlLock(MigrationLock):
-    """`GET_LOCK(name, 0)`; the server frees it when the connection ends."""
+class MysqlLock(ConnectionLock):
+    """`GET_LOCK(name, 0)`; the server frees it when the connection ends.
 
-    def __init__(self, url: URL, name: str) -> None:
+    Who holds it: IS_USED_LOCK gives only a connection id, and without
+    performance_schema (off by default on MariaDB) no other session can read a
+    connection's attributes. So the holder shows itself in the process list: a
+    second connection of its own (the beacon) runs a GET_LOCK on a latch that the
+    lock's connection holds, in a statement whose comment carries the holder's
+    host, pid and start time and the lock connection's id. That statement runs
+    exactly as long as the latch is held, so it ends when the lock is released or
+    its connection dies, and it writes nothing into the database.
+    """
+
+    def __init__(self, url: URL, name: str, adopted: TakenConnection | None = None) -> None:
         super().__init__(url, name)
-        # Lock names are server-wide and at most 64 characters.
-        self.lock_name = f"migrate-runner/{hashed(name, 40)}"
+        self.lock_name = user_lock_name(name)
+        self._latch_name = f"{self.lock_name}/holder"
         self._engine = database.create_engine(url)
-        self._connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._open_connection(adopted)
+        self._beacon: threading.Thread | None = None
 
     def try_acquire(self) -> bool:
         query = sa.text("SELECT GET_LOCK(:name, 0)")
-        return bool(self._connection.scalar(query, {"name": self.lock_name}) == 1)
+        acquired = bool(self._connection.scalar(query, {"name": self.lock_name}) == 1)
+        if acquired and self._beacon is None:
+            self._start_beacon()
+        return acquired
+
+    def _beacon_prefix(self, connection_id: int) -> str:
+        return f"SELECT /* {APPLICATION_NAME_PREFIX} holder {self.lock_name} {connection_id} "
+
+    def _start_beacon(self) -> None:
+        """Show this process in the process list for as long as it holds the latch."""
+        latch = sa.text("SELECT GET_LOCK(:name, 0), CONNECTION_ID()")
+        taken, connection_id = self._connection.execute(latch, {"name": self._latch_name}).one()
+        if taken != 1:
+            return
+        identity = json.dumps(this_holder().as_dict()).replace("*/", "")
+        statement = (
+            f"{self._beacon_prefix(connection_id)}{identity} */ GET_LOCK(%s, {_BEACON_WAIT})"
+        )
+        started = threading.Event()
+
+        def wait_on_latch() -> None:
+            # Any failure only leaves the holder unnamed; the lock itself is unaffected.
+            with contextlib.suppress(Exception), self._engine.connect() as beacon:
+                started.set()
+                beacon.exec_driver_sql(statement, (self._latch_name,))
+            started.set()
+
+        self._beacon = threading.Thread(target=wait_on_latch, name="lock-holder-beacon",
+                                        daemon=True)
+        self._beacon.start()
+        started.wait(10)
+
+    def _stop_beacon(self) -> None:
+        if self._beacon is not None:
+            self._beacon.join(10)
+            self._beacon = None
 
     def release(self) -> None:
+        self._connection.scalar(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._latch_name})
+        self._stop_beacon()
         self._connection.scalar(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.lock_name})
 
+    def holder(self) -> Holder | None:
+        connection_id = self._connection.scalar(
+            sa.text("SELECT IS_USED_LOCK(:name)"), {"name": self.lock_name}
+        )
+        if connection_id is None:
+            return None
+        prefix = self._beacon_prefix(connection_id)
+        rows = self._connection.execute(
+            sa.text(
+                "SELECT ID, HOST, INFO FROM information_schema.PROCESSLIST"
+                " WHERE ID = :id OR INFO LIKE :beacon"
+            ),
+            {"id": connection_id, "beacon": prefix + "%"},
+        ).all()
+        for _, _, info in rows:
+            if info and info.startswith(prefix):
+                return Holder.from_dict(json.loads(info[len(prefix):].split(" */", 1)[0]))
+        # Not a runner, or it has not shown itself yet: the client's address is all there is.
+        client = next((host for id_, host, _ in rows if id_ == connection_id), None)
+        return Holder(host=client.rsplit(":", 1)[0] if client else None, pid=None)
+
+    def kill_query(self, connection_id: int) -> None:
+        """Stop the statement running on another connection of ours (KILL QUERY)."""
+        self._connection.execute(sa.text(f"KILL QUERY {int(connection_id)}"))
+
     def close(self) -> None:
-        self._connection.close()
+        self._close_connection()
+        self._stop_beacon()
         self._engine.dispose()

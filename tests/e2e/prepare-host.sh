@@ -14,6 +14,8 @@
 #     compose  pip-install podman-compose into RUNNER_E2E_PYTHON's environment
 #              if it is not there (the suite runs docker-compose.yml with it)
 #     all      all of the above (compose only if RUNNER_E2E_PYTHON is set)
+#     build-args  print the "podman build" arguments for this machine, one a line
+#              (the suite builds docker/app.Dockerfile with them)
 #
 # Environment:
 #   RUNNER_E2E_BASE_IMAGE   base image tag    (default localhost/migrate-runner-base:bookworm)
@@ -192,6 +194,7 @@ main() {
             pgimage) step_host; step_base; step_pgimage ;;
             mariadbimage) step_host; step_base; step_mariadbimage ;;
             compose) step_compose ;;
+            build-args) build_args ;;
             all)
                 step_host; step_base; step_image; step_pgimage; step_mariadbimage
                 # only into a Python named for it, never the system's by surprise

@@ -33,7 +33,6 @@ PASSWORD = "Sup3r-s3cret-pw"
     [
         (["migrate"], {"DATABASE_URL": "not a url"}, "DATABASE_URL"),
         (["migrate"], {"DATABASE_URL": "nosuchdb://u:pw@host/db"}, "DATABASE_URL"),
-        (["migrate"], {"FLASK_APP": ""}, "FLASK_APP"),
         (["migrate"], {"FLASK_APP": "no_such_module:app"}, "FLASK_APP"),
         (["migrate", "--wait-timeout", "soon"], {}, "--wait-timeout"),
         (["migrate"], {"RUNNER_LOCK_TIMEOUT": "ten"}, "RUNNER_LOCK_TIMEOUT"),

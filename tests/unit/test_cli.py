@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import pytest
 
-from runner.cli import run_cli
+from runner.cli import COMMANDS, run_cli, version
 from runner.errors import ExitCode
+from runner.settings import SETTINGS, SETTINGS_BY_NAME
 
 
 def test_exit_codes_are_the_contract() -> None:
@@ -27,3 +30,42 @@ def test_usage_errors_exit_2_on_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "config.invalid" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_cli(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"migrate-runner {version()}\n"
+    assert version() == importlib.metadata.version("migrate-runner")
+
+
+def command_help(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        run_cli([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_names_each_offered_setting_with_its_variable_and_default(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = command_help(command, capsys)
+    for name in COMMANDS[command].settings:
+        setting = SETTINGS_BY_NAME[name]
+        assert f"{setting.flag} " in text
+        assert f"[{setting.variable}" in text
+        assert f"default: {setting.default_text}]" in text
+    offered = {setting.flag for setting in SETTINGS if setting.flag in text}
+    assert offered == {SETTINGS_BY_NAME[name].flag for name in COMMANDS[command].settings}
+
+
+def test_timeouts_are_offered_where_the_command_connects(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrate_help = command_help("migrate", capsys)
+    assert "--wait-timeout" in migrate_help and "RUNNER_WAIT_TIMEOUT; default: 60]" in migrate_help
+    assert "--lock-timeout" in migrate_help and "RUNNER_LOCK_TIMEOUT; default: 300]" in migrate_help
+    sql_help = command_help("sql", capsys)
+    assert "timeout" not in sql_help
+    assert run_cli(["sql", "--wait-timeout", "5"]) == ExitCode.CONFIG

@@ -5,7 +5,8 @@ Both variants are rendered with kustomize (``kubectl kustomize``, from the
 Kubernetes JSON schemas in strict mode (``kubernetes-validate``: unknown
 fields are errors), and the properties the design depends on are checked:
 who migrates and who serves, the grace period against gunicorn's graceful
-timeout, the read-only root filesystem, the database URL from a file.
+timeout, the read-only root filesystem, the database URL from a file, the
+termination message policy.
 
 Without kubectl or kubernetes-validate the tests skip, unless
 ``RUNNER_REQUIRE_E2E=1`` or ``CI`` is set: then they fail.
@@ -24,7 +25,7 @@ from support import REQUIRE_E2E, kustomize, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
-GUNICORN_CONF = ROOT / "docker" / "gunicorn.conf.py"
+GUNICORN_CONF = ROOT / "runner" / "gunicorn_config.py"
 VARIANTS = {"base": DEPLOY, "job": DEPLOY / "overlays" / "job"}
 
 # The oldest version the manifests need (preStop `sleep` is on by default from
@@ -91,7 +92,7 @@ def settings(docs: list[Doc], container: Doc) -> dict[str, str]:
 
 
 def gunicorn_graceful_timeout(env: dict[str, str]) -> int:
-    """What the image's gunicorn.conf.py makes of GUNICORN_GRACEFUL_TIMEOUT."""
+    """What the runner's default gunicorn config makes of GUNICORN_GRACEFUL_TIMEOUT."""
     if "GUNICORN_GRACEFUL_TIMEOUT" in env:
         return int(env["GUNICORN_GRACEFUL_TIMEOUT"])
     match = re.search(r'graceful_timeout = int\(os\.environ\.get\("GUNICORN_GRACEFUL_TIMEOUT", '
@@ -286,6 +287,15 @@ def check_settings(docs: list[Doc]) -> None:
             assert float(env[key]) > 0
 
 
+def check_termination_message(docs: list[Doc]) -> None:
+    """Every container: the runner's JSON outcome, else the last log lines, in the pod status."""
+    for where, spec in pod_specs(docs):
+        for container in all_containers(spec):
+            assert container.get("terminationMessagePolicy") == "FallbackToLogsOnError", (
+                f"{where} container {container['name']}: terminationMessagePolicy is "
+                f"{container.get('terminationMessagePolicy', 'File (the default)')}")
+
+
 CHECKS: dict[str, Callable[[list[Doc]], None]] = {
     "grace_period": check_grace_period,
     "security": check_security,
@@ -293,6 +303,7 @@ CHECKS: dict[str, Callable[[list[Doc]], None]] = {
     "probes_and_port": check_probes_and_port,
     "availability": check_availability,
     "settings": check_settings,
+    "termination_message": check_termination_message,
 }
 
 
@@ -301,7 +312,7 @@ def validate_strict(docs: list[Doc], version: str) -> list[str]:
     try:
         import kubernetes_validate
     except ImportError:
-        unavailable("kubernetes-validate not installed: pip install -e '.[test]'", REQUIRE_E2E)
+        unavailable("kubernetes-validate not installed: pip install -e . --group dev", REQUIRE_E2E)
     errors = []
     for doc in docs:
         what = f"{doc['kind']}/{doc['metadata']['name']}"
@@ -397,6 +408,10 @@ def _mutations() -> dict[str, tuple[str, Callable[[list[Doc]], None], Callable[[
     def one_replica(docs: list[Doc]) -> None:
         one(docs, "Deployment")["spec"]["replicas"] = 1
 
+    def job_without_termination_policy(docs: list[Doc]) -> None:
+        one(docs, "Job")["spec"]["template"]["spec"]["containers"][0].pop(
+            "terminationMessagePolicy")
+
     return {
         "app container runs `run`": ("base", app_runs_run, check_base_roles),
         "app container runs the image's CMD": ("base", app_runs_image_cmd, check_base_roles),
@@ -409,6 +424,8 @@ def _mutations() -> dict[str, tuple[str, Callable[[list[Doc]], None], Callable[[
         "DATABASE_URL literal": ("base", url_literal, check_database_url_from_file),
         "liveness on /readyz": ("job", liveness_on_readyz, check_probes_and_port),
         "one replica": ("base", one_replica, check_availability),
+        "Job without terminationMessagePolicy": (
+            "job", job_without_termination_policy, check_termination_message),
     }
 
 

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from runner.errors import ConfigError
-from runner.settings import DEFAULT_LOCK_TIMEOUT, DEFAULT_WAIT_TIMEOUT, load_settings
+from runner.settings import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+    load_settings,
+    resolve_options,
+)
 from support import EXAMPLE
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("DATABASE_URL", "DATABASE_URL_FILE", "RUNNER_WAIT_TIMEOUT",
+    for name in ("DATABASE_URL", "DATABASE_URL_FILE", "MIGRATION_DATABASE_URL",
+                 "MIGRATION_DATABASE_URL_FILE", "RUNNER_WAIT_TIMEOUT", "PYTHONPATH",
                  "RUNNER_LOCK_TIMEOUT", "RUNNER_MIGRATIONS_DIR", "RUNNER_LOG_FORMAT", "PORT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLASK_APP", "app:create_app()")
@@ -73,6 +80,32 @@ def test_database_url_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert settings.exec_environment["DATABASE_URL"] == sqlite(tmp_path, "file.db")
 
 
+def test_migration_url_is_what_the_runner_uses_and_the_app_served_keeps_database_url(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "direct"
+    secret.write_text(sqlite(tmp_path, "direct.db") + "\n")
+    monkeypatch.setenv("DATABASE_URL", sqlite(tmp_path, "pooled.db"))
+    monkeypatch.setenv("MIGRATION_DATABASE_URL_FILE", str(secret))
+    settings = load_settings({})
+    # The app the runner loads migrates the direct database; gunicorn's keeps the pooled one.
+    assert settings.database_url.database == str(tmp_path / "direct.db")
+    assert settings.exec_environment["DATABASE_URL"] == sqlite(tmp_path, "pooled.db")
+    assert os.environ["DATABASE_URL"] == sqlite(tmp_path, "pooled.db")
+    flagged = load_settings({"migration_database_url": sqlite(tmp_path, "flag.db")})
+    assert flagged.database_url.database == str(tmp_path / "flag.db")
+
+
+def test_migration_url_from_two_sources_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MIGRATION_DATABASE_URL", sqlite(tmp_path, "a.db"))
+    monkeypatch.setenv("MIGRATION_DATABASE_URL_FILE", str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match="both MIGRATION_DATABASE_URL and"
+                       " MIGRATION_DATABASE_URL_FILE are set"):
+        resolve_options({})
+
+
 def test_app_that_ignores_database_url_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -119,3 +152,46 @@ def test_bad_values_name_what_to_change(
         return
     with pytest.raises(ConfigError, match=message):
         load_settings(flags)
+
+
+def test_flaskenv_is_read_as_flask_reads_it_and_a_real_variable_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("FLASK_APP")
+    (tmp_path / ".flaskenv").write_text("FLASK_APP=from_flaskenv:create_app\n"
+                                        "RUNNER_WAIT_TIMEOUT=7\n")
+    (tmp_path / ".env").write_text("RUNNER_LOCK_TIMEOUT=8\nRUNNER_WAIT_TIMEOUT=9\n")
+    (tmp_path / "below").mkdir()
+    # From the working directory up, as `flask` looks for them.
+    monkeypatch.chdir(tmp_path / "below")
+    before = dict(os.environ)
+    options = resolve_options({})
+    # .env wins over .flaskenv, as in `flask`.
+    assert (options.app, options.wait_timeout, options.lock_timeout) == (
+        "from_flaskenv:create_app", 9, 8)
+    assert options.environment["FLASK_APP"] == "from_flaskenv:create_app"
+    assert dict(os.environ) == before
+    monkeypatch.setenv("FLASK_APP", "from_environment")
+    assert resolve_options({}).app == "from_environment"
+    assert resolve_options({"app": "from_flag"}).app == "from_flag"
+
+
+def test_loading_the_app_leaves_the_process_environment_alone(tmp_path: Path) -> None:
+    before = dict(os.environ)
+    settings = load_settings({"database_url": sqlite(tmp_path, "flag.db")})
+    # The app saw the URL while it was created, and gunicorn will get it too ...
+    assert settings.database_url.database == str(tmp_path / "flag.db")
+    assert settings.exec_environment["DATABASE_URL"] == sqlite(tmp_path, "flag.db")
+    # ... but the process's environment is as it was.
+    assert dict(os.environ) == before
+
+
+def test_path_form_reaches_gunicorn_through_pythonpath(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings({"app": str(EXAMPLE / "app.py"),
+                              "database_url": sqlite(tmp_path, "path.db")})
+    assert settings.app_path == str(EXAMPLE / "app.py")
+    assert settings.gunicorn_app == "app:create_app()"
+    assert settings.exec_environment["PYTHONPATH"].split(os.pathsep)[0] == str(EXAMPLE)

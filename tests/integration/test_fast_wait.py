@@ -1,0 +1,194 @@
+"""With the database behind, `migrate` takes the migration lock or waits on it with the bare
+driver, before the app is loaded: only the replica that wins the lock loads the app."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from runner import locks
+from runner.errors import ExitCode
+from support import (
+    REPLICAS,
+    event_names,
+    events,
+    execute,
+    one_error,
+    run_runner,
+    runner_env,
+    script_heads,
+    start_herd,
+    start_runner,
+    version_rows,
+)
+
+HEAD = script_heads()[0]
+UNIMPORTABLE_APP = 'raise RuntimeError("the app was imported")\n'
+# The example's app, recording each process that imports it.
+COUNTED_APP = (
+    "import os\n"
+    "with open(os.path.join(os.path.dirname(__file__), 'imports.log'), 'a') as log:\n"
+    "    log.write(f'{os.getpid()}\\n')\n"
+    "from app import create_app\n"
+)
+SERVERS = [
+    pytest.param("postgresql", marks=pytest.mark.postgresql),
+    pytest.param("mysql", marks=pytest.mark.mysql),
+]
+
+
+@pytest.fixture(params=SERVERS)
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A fresh PostgreSQL, then MariaDB, database (SQLite's file lock is the full path's)."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+def fast_env(url: str, project: Path, app: str | None = None) -> dict[str, str]:
+    """The environment of the fast path; `app`, when given, is a module written into the
+    project that FLASK_APP names instead of the example's."""
+    extra = {"RUNNER_MIGRATIONS_DIR": "migrations"}
+    if app is not None:
+        (project / "other_app.py").write_text(app)
+        extra["FLASK_APP"] = "other_app:create_app()"
+    return runner_env(url, **extra)
+
+
+def hold_lock(url: str) -> locks.MigrationLock:
+    """Take the example's migration lock with the full path's backend, as a migrator would."""
+    parsed = sa.make_url(url)
+    lock = locks.open_lock(parsed, locks.lock_name(parsed.database, "alembic_version", None))
+    assert lock.try_acquire()
+    return lock
+
+
+class Waiter:
+    """A `runner migrate` started in the background, once it waits on the lock."""
+
+    def __init__(self, env: dict[str, str], project: Path) -> None:
+        self.process = start_runner(["migrate"], env, cwd=project)
+        self.pid = self.process.pid
+        self.seen: list[str] = []
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.seen.append(line)
+            (record,) = events(line)
+            if record["event"] == "lock.waiting":
+                self.waiting: dict[str, Any] = record
+                return
+        self.process.wait(timeout=60)
+        raise AssertionError(f"the runner never waited: {''.join(self.seen)}")
+
+    def finish(self) -> subprocess.CompletedProcess[str]:
+        out, err = self.process.communicate(timeout=120)
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode, out,
+                                           "".join(self.seen) + err)
+
+
+def connections_of(url: str, pid: int) -> int:
+    """How many PostgreSQL sessions a runner process holds (they carry its pid)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return int(connection.scalar(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :name"),
+                {"name": f"migrate-runner % {pid}"}))
+    finally:
+        engine.dispose()
+
+
+def test_a_waiter_exits_at_head_without_loading_the_app(server_url: str, project: Path) -> None:
+    lock = hold_lock(server_url)
+    try:
+        waiter = Waiter(fast_env(server_url, project, UNIMPORTABLE_APP), project)
+        if server_url.startswith("postgresql"):
+            # The test's lock connection is named after this process: so is the holder.
+            assert waiter.waiting["holder"]["pid"] == os.getpid()
+            # One connection while it polls, none while it sleeps between two polls.
+            held = []
+            for _ in range(20):
+                held.append(connections_of(server_url, waiter.pid))
+                time.sleep(0.1)
+            assert max(held) <= 1 and min(held) == 0, held
+        # What the holder's upgrade leaves behind, committed while it still holds the lock.
+        execute(server_url, "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
+                f"INSERT INTO alembic_version VALUES ('{HEAD}')")
+        result = waiter.finish()
+    finally:
+        lock.close()
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "the app was imported" not in result.stderr
+    assert event_names(result.stderr) == ["db.ready", "lock.waiting", "migrate.noop"]
+    (noop,) = [record for record in events(result.stderr) if record["event"] == "migrate.noop"]
+    assert noop["path"] == "fast"
+    assert noop["heads"] == [HEAD]
+
+
+def test_a_lock_given_back_behind_is_taken_and_migrated(server_url: str, project: Path) -> None:
+    lock = hold_lock(server_url)
+    try:
+        waiter = Waiter(fast_env(server_url, project), project)
+    finally:
+        lock.close()  # as a migrator that failed before its first revision
+    result = waiter.finish()
+    assert result.returncode == ExitCode.OK, result.stderr
+    names = event_names(result.stderr)
+    assert names.index("lock.acquired") < names.index("migrate.applied"), names
+    assert version_rows(server_url) == [HEAD]
+    # The lock went with the process: the next replica finds it free, and head.
+    again = run_runner(["migrate"], fast_env(server_url, project, UNIMPORTABLE_APP), cwd=project)
+    assert again.returncode == ExitCode.OK, again.stderr
+    assert event_names(again.stderr) == ["db.ready", "migrate.noop"]
+
+
+def test_only_the_replica_that_wins_the_lock_loads_the_app(
+    server_url: str, project: Path
+) -> None:
+    (project / "counted.py").write_text(COUNTED_APP)
+    results = start_herd(server_url, cwd=project, extra_env={
+        "RUNNER_MIGRATIONS_DIR": "migrations", "FLASK_APP": "counted:create_app()"})
+    assert [result.returncode for result in results] == [0] * REPLICAS, [
+        result.stderr for result in results if result.returncode]
+    logs = [event_names(result.stderr) for result in results]
+    assert sum("migrate.applied" in names for names in logs) == 1
+    noops = [record for result in results for record in events(result.stderr)
+             if record["event"] == "migrate.noop"]
+    assert [record["path"] for record in noops] == ["fast"] * (REPLICAS - 1)
+    assert len((project / "imports.log").read_text().split()) == 1
+
+
+def test_sigterm_while_waiting_exits_143(server_url: str, project: Path) -> None:
+    lock = hold_lock(server_url)
+    try:
+        waiter = Waiter(fast_env(server_url, project, UNIMPORTABLE_APP), project)
+        waiter.process.send_signal(signal.SIGTERM)
+        result = waiter.finish()
+    finally:
+        lock.close()
+    assert result.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in result.stderr
+    assert "the app was imported" not in result.stderr
+    assert event_names(result.stderr)[-1] == "runner.interrupted"
+
+
+def test_the_lock_timeout_exits_4_naming_the_holder(server_url: str, project: Path) -> None:
+    lock = hold_lock(server_url)
+    try:
+        result = run_runner(["migrate", "--lock-timeout", "2"],
+                            fast_env(server_url, project, UNIMPORTABLE_APP), cwd=project)
+    finally:
+        lock.close()
+    error = one_error(result, ExitCode.LOCK_TIMEOUT)
+    assert error["event"] == "lock.timeout"
+    assert "RUNNER_LOCK_TIMEOUT" in error["message"]
+    assert "the app was imported" not in result.stderr
+    if server_url.startswith("postgresql"):
+        assert error["holder"]["pid"] == os.getpid()
+        assert f"pid {os.getpid()}" in error["message"]

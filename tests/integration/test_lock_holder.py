@@ -1,0 +1,79 @@
+"""Who holds the migration lock: waiters, `lock.timeout` and `runner status` name it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from support import (
+    add_revision,
+    events,
+    one_error,
+    run_runner,
+    runner_env,
+    start_runner,
+)
+
+
+def start_holder(project: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """A runner migrating a slow revision, returned once it holds the migration lock."""
+    add_revision(project, "slow", "time.sleep(20)", imports="import time")
+    holder = start_runner(["migrate"], env, cwd=project)
+    assert holder.stderr is not None
+    for line in holder.stderr:
+        if '"lock.acquired"' in line:
+            return holder
+    holder.wait(timeout=60)
+    raise AssertionError(f"the holder never took the lock (exit {holder.returncode})")
+
+
+def names_holder(holder: dict[str, Any] | None, pid: int) -> None:
+    assert holder is not None
+    assert holder["pid"] == pid
+    assert holder["host"] == socket.gethostname()
+    assert holder["since"]
+
+
+def test_waiters_and_status_name_the_holder(
+    database_url: str, project: Path, tmp_path: Path
+) -> None:
+    env = runner_env(database_url)
+    holder = start_holder(project, env)
+    termination_log = tmp_path / "termination-log"
+    try:
+        waiter = run_runner(["migrate", "--lock-timeout", "2"],
+                            {**env, "RUNNER_TERMINATION_LOG": str(termination_log)}, cwd=project)
+        status = run_runner(["status", "--json"], env, cwd=project)
+        status_text = run_runner(["status"], env, cwd=project)
+    finally:
+        holder.communicate(timeout=120)
+    assert holder.returncode == 0
+
+    waiting = [record for record in events(waiter.stderr) if record["event"] == "lock.waiting"]
+    assert waiting, waiter.stderr
+    names_holder(waiting[0]["holder"], holder.pid)
+    assert f"pid {holder.pid} on host {socket.gethostname()}" in waiting[0]["message"]
+    timeout = one_error(waiter, 4)
+    assert timeout["event"] == "lock.timeout"
+    names_holder(timeout["holder"], holder.pid)
+    assert f"pid {holder.pid} on host {socket.gethostname()} since" in timeout["message"]
+    summary = json.loads(termination_log.read_text())
+    assert summary["exit_code"] == 4
+    assert summary["event"] == "lock.timeout"
+    assert summary["message"] == timeout["message"]
+    assert summary["revisions"] == []
+    names_holder(summary["holder"], holder.pid)
+
+    assert status.returncode == 0, status.stderr
+    migration = json.loads(status.stdout)["migration"]
+    assert migration["in_progress"] is True
+    names_holder(migration["holder"], holder.pid)
+    assert f"migration in progress: lock held by pid {holder.pid}" in status_text.stdout
+
+    # Once the holder is gone, nobody holds the lock.
+    after = run_runner(["status", "--json"], env, cwd=project)
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["migration"] is None

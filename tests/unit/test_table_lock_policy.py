@@ -1,0 +1,123 @@
+"""Table-lock retries: which errors are retried, growing pauses, the budget, the setting."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import pymysql
+import pytest
+import sqlalchemy as sa
+
+from runner import log
+from runner.errors import ConfigError, ExitCode, MigrationFailed
+from runner.settings import DEFAULT_DDL_LOCK_TIMEOUT, load_settings
+from runner.table_locks import (
+    FIRST_PAUSE,
+    MAX_PAUSE,
+    TableLockTimeout,
+    is_table_lock_timeout,
+    upgrade_with_retries,
+)
+from support import EXAMPLE
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("DATABASE_URL", "DATABASE_URL_FILE", "RUNNER_DDL_LOCK_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLASK_APP", "app:create_app()")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'app.db'}")
+    monkeypatch.chdir(EXAMPLE)
+    monkeypatch.setattr(log.events, "format", "json")
+
+
+def failure(original: Exception, revision: str = "abc123") -> MigrationFailed:
+    """What migrate.upgrade raises: a MigrationFailed caused by SQLAlchemy's wrapped error."""
+    try:
+        try:
+            raise sa.exc.OperationalError("ALTER TABLE ...", {}, original)
+        except sa.exc.OperationalError as error:
+            raise MigrationFailed(f"revision {revision} failed", revision=revision) from error
+    except MigrationFailed as raised:
+        return raised
+
+
+LOCK_NOT_AVAILABLE = psycopg.errors.LockNotAvailable("canceling statement due to lock timeout")
+MYSQL_LOCK_WAIT = pymysql.err.OperationalError(1205, "Lock wait timeout exceeded")
+
+
+def test_lock_timeouts_are_told_apart_from_other_errors() -> None:
+    assert is_table_lock_timeout(failure(LOCK_NOT_AVAILABLE).__cause__)
+    assert is_table_lock_timeout(failure(MYSQL_LOCK_WAIT).__cause__)
+    # PyMySQL gives every error the generic SQLSTATE HY000: the error number decides.
+    assert not is_table_lock_timeout(pymysql.err.OperationalError(1213, "Deadlock found"))
+    assert not is_table_lock_timeout(psycopg.errors.UndefinedTable("no such table"))
+    assert not is_table_lock_timeout(psycopg.errors.QueryCanceled("statement timeout"))
+    assert not is_table_lock_timeout(ValueError("not a database error"))
+    assert not is_table_lock_timeout(None)
+
+
+def test_setting_defaults_to_5_seconds_and_0_is_accepted(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings({}).ddl_lock_timeout == DEFAULT_DDL_LOCK_TIMEOUT == 5
+    monkeypatch.setenv("RUNNER_DDL_LOCK_TIMEOUT", "0")
+    assert load_settings({}).ddl_lock_timeout == 0
+    assert load_settings({"ddl_lock_timeout": "1.5"}).ddl_lock_timeout == 1.5
+    monkeypatch.setenv("RUNNER_DDL_LOCK_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="RUNNER_DDL_LOCK_TIMEOUT"):
+        load_settings({})
+
+
+def test_retries_with_growing_capped_pauses_until_it_succeeds(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings({})
+    sleeps: list[float] = []
+    calls = []
+
+    def upgrade() -> tuple[str, ...]:
+        calls.append(1)
+        if len(calls) <= 8:
+            raise failure(LOCK_NOT_AVAILABLE)
+        return ("abc123",)
+
+    deadline = time.monotonic() + 3600
+    assert upgrade_with_retries(settings, upgrade, deadline, sleeps.append) == ("abc123",)
+    assert len(sleeps) == 8
+    assert FIRST_PAUSE <= sleeps[0] <= 2 * FIRST_PAUSE
+    assert sleeps[0] < sleeps[3]
+    assert all(pause <= MAX_PAUSE for pause in sleeps)
+    assert sleeps[-1] >= MAX_PAUSE / 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "ddl.lock_timeout" in line]
+    assert len(lines) == 8
+    assert '"revision": "abc123"' in lines[0] and '"attempt": 1' in lines[0]
+
+
+def test_out_of_budget_is_exit_4_naming_the_revision() -> None:
+    def upgrade() -> tuple[str, ...]:
+        raise failure(LOCK_NOT_AVAILABLE, revision="def456")
+
+    with pytest.raises(TableLockTimeout) as raised:
+        # A budget already spent: the first attempt is the only one.
+        upgrade_with_retries(load_settings({}), upgrade, time.monotonic(), lambda _: None)
+    assert raised.value.exit_code == ExitCode.LOCK_TIMEOUT
+    assert raised.value.event == "lock.timeout"
+    assert raised.value.fields["revision"] == "def456"
+    assert raised.value.fields["attempts"] == 1
+    assert "def456" in raised.value.message and "table lock" in raised.value.message
+
+
+def test_other_failures_are_not_retried() -> None:
+    calls = []
+
+    def upgrade() -> tuple[str, ...]:
+        calls.append(1)
+        raise failure(psycopg.errors.UndefinedTable("relation does not exist"))
+
+    with pytest.raises(MigrationFailed):
+        upgrade_with_retries(load_settings({}), upgrade, time.monotonic() + 3600,
+                             lambda _: None)
+    assert len(calls) == 1
