@@ -276,9 +276,9 @@ def plain_options(
 ) -> PlainOptions | None:
     """The settings `names` from flags and the environment, each validated as resolve_options
     validates it (the URL is left as text); None when only the app can tell the URL or the
-    migrations directory, or when a .flaskenv/.env file would change what `flask` sees."""
-    env = os.environ if environ is None else environ
-    if _dotenv_present():
+    migrations directory, or when .flaskenv/.env cannot be read as `flask` reads them."""
+    env = _with_plain_dotenv(os.environ if environ is None else environ)
+    if env is None:
         return None
     values: dict[str, Any] = {}
     for name in names:
@@ -297,12 +297,32 @@ def plain_options(
                         lock_timeout=values.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
 
 
-def _dotenv_present() -> bool:
-    """Whether `flask` could find a .flaskenv or .env (python-dotenv's find_dotenv looks in
-    the working directory and every parent)."""
+def _with_plain_dotenv(environ: Mapping[str, str]) -> Mapping[str, str] | None:
+    """`environ` plus .flaskenv/.env as `with_dotenv` loads them, read with python-dotenv
+    alone (the fast start imports no Flask); None where that might differ from `flask`:
+    python-dotenv is not installed, or a value refers to another variable ($), which
+    python-dotenv expands one way here and another way in flask.cli.load_dotenv."""
     here = Path.cwd()
-    return any((directory / name).is_file() for directory in (here, *here.parents)
-               for name in (".flaskenv", ".env"))
+    # python-dotenv's find_dotenv looks in the working directory and every parent.
+    if not any((directory / name).is_file() for directory in (here, *here.parents)
+               for name in (".flaskenv", ".env")):
+        return environ
+    skip = environ.get("FLASK_SKIP_DOTENV")  # as flask.helpers.get_load_dotenv reads it
+    if skip and skip.lower() not in ("0", "false", "no"):
+        return environ
+    try:
+        import dotenv
+    except ImportError:
+        return None  # the full path warns that the files are ignored
+    loaded: dict[str, str | None] = {}
+    for name in (".flaskenv", ".env"):  # .env wins over .flaskenv, as in flask
+        found = dotenv.find_dotenv(name, usecwd=True)
+        if found:
+            loaded.update(dotenv.dotenv_values(found, encoding="utf-8", interpolate=False))
+    if any(value and "$" in value for value in loaded.values()):
+        return None
+    # A variable set in the environment wins over the files, as in flask.
+    return {**{key: value for key, value in loaded.items() if value is not None}, **environ}
 
 
 def load_settings(

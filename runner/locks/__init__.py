@@ -272,8 +272,9 @@ def acquire(
     """Poll until the lock is ours (True) or `stop_waiting()` is true (False); else LockTimeout,
     or the connection's error when the last try could not reach the server.
 
-    Between two tries the waiter holds no connection (`idle`), and a try that finds the
-    server full or gone is tried again after the pause. `announce`: log `lock.acquired`
+    Between two tries the waiter holds no connection (`idle`: a reconnect per poll measured
+    no slower in an 8-replica herd), and a try that finds the server full or gone is tried
+    again after the pause. `announce`: log `lock.acquired`
     (the fast path hands the lock on to the full path, which logs it when it takes it again).
     """
     started = time.monotonic()

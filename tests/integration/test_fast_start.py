@@ -155,10 +155,21 @@ def test_a_version_table_given_to_migrate_takes_the_full_path(
     assert noop(migrate(sqlite_url, project))["path"] == "full"
 
 
-def test_a_flaskenv_takes_the_full_path(sqlite_url: str, project: Path) -> None:
+def test_a_flaskenv_is_read_as_flask_reads_it(sqlite_url: str, project: Path) -> None:
     assert migrate(sqlite_url, project).returncode == ExitCode.OK
-    (project / ".flaskenv").write_text("FLASK_DEBUG=0\n")
-    assert noop(migrate(sqlite_url, project))["path"] == "full"
+    # The app and the URL come from .flaskenv, as a `flask` user writes them.
+    (project / "unimportable.py").write_text(UNIMPORTABLE_APP)
+    (project / ".flaskenv").write_text(f"FLASK_APP=unimportable:create_app()\n"
+                                       f"DATABASE_URL={sqlite_url}\n")
+    env = fast_env(None)
+    del env["FLASK_APP"]
+    result = run_runner(["migrate"], env, cwd=project)
+    assert noop(result)["path"] == "fast"
+    # A value that refers to another variable is left to flask: the full path loads the app.
+    (project / ".flaskenv").write_text("FLASK_APP=${APP_MODULE}:create_app()\n"
+                                       f"DATABASE_URL={sqlite_url}\n")
+    result = run_runner(["migrate"], {**env, "APP_MODULE": "unimportable"}, cwd=project)
+    assert "the app was imported" in one_error(result, ExitCode.CONFIG)["message"]
 
 
 def test_a_database_not_up_is_waited_for_cheaply_then_given_up(project: Path) -> None:

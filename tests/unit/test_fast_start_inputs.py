@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,12 +51,38 @@ def test_only_the_app_knows_the_url_or_the_directory(in_directory: Path) -> None
     assert plain_options({}, NAMES, {"RUNNER_MIGRATIONS_DIR": "migrations"}) is None
 
 
-def test_a_dotenv_file_above_is_left_to_flask(in_directory: Path) -> None:
-    env = {"DATABASE_URL": URL, "RUNNER_MIGRATIONS_DIR": "migrations"}
-    (in_directory / ".env").write_text("DATABASE_URL=sqlite:////other.db\n")
+def test_dotenv_files_above_are_read_as_flask_reads_them(in_directory: Path) -> None:
+    (in_directory / ".flaskenv").write_text("FLASK_APP=web:create_app\n"
+                                             "DATABASE_URL=sqlite:////from-flaskenv.db\n"
+                                             "RUNNER_MIGRATIONS_DIR=db/migrations\n")
+    (in_directory / ".env").write_text("DATABASE_URL='sqlite:////from-env.db'\n")
     below = in_directory / "project"
     below.mkdir()
     os.chdir(below)
+    plain = plain_options({}, NAMES, {})
+    assert plain is not None
+    # .env wins over .flaskenv, the environment over both, as in `flask`.
+    assert (plain.app, plain.database_url) == ("web:create_app", "sqlite:////from-env.db")
+    assert plain.directory == below / "db/migrations"
+    plain = plain_options({}, NAMES, {"DATABASE_URL": URL})
+    assert plain is not None and plain.database_url == URL
+    # FLASK_SKIP_DOTENV: no files, so nothing names the URL or the directory.
+    assert plain_options({}, NAMES, {"FLASK_SKIP_DOTENV": "1"}) is None
+    assert plain_options({}, NAMES, {"FLASK_SKIP_DOTENV": "false"}) is not None
+
+
+def test_dotenv_files_are_left_to_flask_when_they_could_be_read_differently(
+    in_directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"DATABASE_URL": URL, "RUNNER_MIGRATIONS_DIR": "migrations"}
+    (in_directory / ".env").write_text("SECRET_KEY=x\n")
+    assert plain_options({}, NAMES, env) is not None
+    # A value that refers to another variable: python-dotenv expands it differently here.
+    (in_directory / ".env").write_text("DATABASE_URL=postgresql://app@${DB_HOST}/app\n")
+    assert plain_options({}, NAMES, env) is None
+    # Without python-dotenv, only the full path can say that the files are ignored.
+    (in_directory / ".env").write_text("SECRET_KEY=x\n")
+    monkeypatch.setitem(sys.modules, "dotenv", None)
     assert plain_options({}, NAMES, env) is None
 
 
