@@ -19,16 +19,6 @@ from typing import Any
 from runner import fastpath, locks, signals
 from runner.fastpath import DEFAULT_VERSION_TABLE, DriverTarget
 
-# As PostgresqlLock.holder reads it: our advisory lock in pg_locks (classid and objid are
-# the key's halves, objsubid 1 for a bigint key), and the application_name of its backend.
-_POSTGRESQL_HOLDER = """
-    SELECT a.application_name, a.state_change, host(a.client_addr)
-    FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-    AND l.classid::bigint = %(high)s AND l.objid::bigint = %(low)s
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    LIMIT 1
-"""
 _STATEMENTS = {
     "postgresql": ("SELECT pg_try_advisory_lock(%(key)s), pg_backend_pid()",
                    "SELECT pg_advisory_unlock(%(key)s)"),
@@ -107,15 +97,22 @@ class BareLock(locks.MigrationLock):
 
     def holder(self) -> locks.Holder | None:
         if not self._postgresql:
-            return None  # MySQL names its holder through MysqlLock's beacon: not worth it here
-        rows = fastpath.fetch_all(self._connection, _POSTGRESQL_HOLDER,
+            return self._mysql_holder()
+        rows = fastpath.fetch_all(self._connection, locks.POSTGRESQL_HOLDER,
                                   locks.advisory_key_halves(int(self._key)))
-        if not rows:
+        return locks.postgresql_holder(rows[0] if rows else None)
+
+    def _mysql_holder(self) -> locks.Holder | None:
+        """As MysqlLock.holder reads it: the lock's connection, then its holder's beacon."""
+        name = str(self._key)
+        ((connection_id,),) = fastpath.fetch_all(self._connection, locks.MYSQL_LOCK_OWNER,
+                                                 {"name": name})
+        if connection_id is None:
             return None
-        name, state_change, client = rows[0]
-        host, pid = locks.parse_application_name(name)
-        since = locks.utc_timestamp(state_change) if state_change is not None else None
-        return locks.Holder(host=host or client, pid=pid, since=since)
+        beacon = locks.mysql_beacon_prefix(name, connection_id) + "%"
+        rows = fastpath.fetch_all(self._connection, locks.MYSQL_HOLDER_ROWS,
+                                  {"id": connection_id, "beacon": beacon})
+        return locks.mysql_holder(name, connection_id, rows)
 
     def current_revisions(
         self, version_table: str = DEFAULT_VERSION_TABLE, schema: str | None = None

@@ -10,6 +10,7 @@ import abc
 import contextlib
 import datetime
 import hashlib
+import json
 import os
 import socket
 import time
@@ -191,6 +192,61 @@ class ConnectionLock(MigrationLock):
         except sa.exc.ProgrammingError:
             # No version table yet: nothing applied (PostgreSQL 42P01, MySQL 1146).
             return ()
+
+
+POSTGRESQL_HOLDER = """
+    SELECT a.application_name, a.state_change, host(a.client_addr)
+    FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    AND l.classid::bigint = %(high)s AND l.objid::bigint = %(low)s
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    LIMIT 1
+"""
+"""The session that holds the advisory lock whose key has the halves `high` and `low`
+(advisory_key_halves; pg_locks splits a bigint key into classid and objid, objsubid 1):
+its application_name, when it last changed state, and its client's address."""
+
+
+def postgresql_holder(row: tuple[Any, ...] | None) -> Holder | None:
+    """The holder in POSTGRESQL_HOLDER's row; None when there is none (the lock is free)."""
+    if row is None:
+        return None
+    name, state_change, client = row
+    host, pid = parse_application_name(name)
+    # The lock connection runs nothing after taking the lock: its last state change is
+    # when it took it. (Null when the holder is another role: no pg_read_all_stats.)
+    since = utc_timestamp(state_change) if state_change is not None else None
+    return Holder(host=host or client, pid=pid, since=since)
+
+
+MYSQL_LOCK_OWNER = "SELECT IS_USED_LOCK(%(name)s)"
+"""The id of the MySQL connection that holds the user lock `name`, or NULL."""
+
+MYSQL_HOLDER_ROWS = (
+    "SELECT ID, HOST, INFO FROM information_schema.PROCESSLIST"
+    " WHERE ID = %(id)s OR INFO LIKE %(beacon)s"
+)
+"""The process list rows (ID, HOST, INFO) of the lock's connection, `id`, and of the
+statement its holder shows itself by, `beacon` (runner.locks.mysql)."""
+
+
+def mysql_beacon_prefix(lock_name: str, connection_id: int) -> str:
+    """How the statement that names the holder of MySQL lock `lock_name`, held by connection
+    `connection_id`, starts; the holder's JSON record follows, then ` */`."""
+    return f"SELECT /* {APPLICATION_NAME_PREFIX} holder {lock_name} {connection_id} "
+
+
+def mysql_holder(
+    lock_name: str, connection_id: int, rows: list[tuple[Any, ...]]
+) -> Holder:
+    """The holder of MySQL lock `lock_name`, held by `connection_id`, from MYSQL_HOLDER_ROWS."""
+    prefix = mysql_beacon_prefix(lock_name, connection_id)
+    for _, _, info in rows:
+        if info and info.startswith(prefix):
+            return Holder.from_dict(json.loads(info[len(prefix):].split(" */", 1)[0]))
+    # Not a runner, or it has not shown itself yet: the client's address is all there is.
+    client = next((host for id_, host, _ in rows if id_ == connection_id), None)
+    return Holder(host=client.rsplit(":", 1)[0] if client else None, pid=None)
 
 
 def lock_name(database: str | None, version_table: str, schema: str | None) -> str:

@@ -11,10 +11,13 @@ from sqlalchemy.engine import URL
 
 from runner import database
 from runner.locks import (
-    APPLICATION_NAME_PREFIX,
+    MYSQL_HOLDER_ROWS,
+    MYSQL_LOCK_OWNER,
     ConnectionLock,
     Holder,
     TakenConnection,
+    mysql_beacon_prefix,
+    mysql_holder,
     this_holder,
     user_lock_name,
 )
@@ -51,9 +54,6 @@ class MysqlLock(ConnectionLock):
             self._start_beacon()
         return acquired
 
-    def _beacon_prefix(self, connection_id: int) -> str:
-        return f"SELECT /* {APPLICATION_NAME_PREFIX} holder {self.lock_name} {connection_id} "
-
     def _start_beacon(self) -> None:
         """Show this process in the process list for as long as it holds the latch."""
         latch = sa.text("SELECT GET_LOCK(:name, 0), CONNECTION_ID()")
@@ -62,7 +62,8 @@ class MysqlLock(ConnectionLock):
             return
         identity = json.dumps(this_holder().as_dict()).replace("*/", "")
         statement = (
-            f"{self._beacon_prefix(connection_id)}{identity} */ GET_LOCK(%s, {_BEACON_WAIT})"
+            f"{mysql_beacon_prefix(self.lock_name, connection_id)}{identity} */"
+            f" GET_LOCK(%s, {_BEACON_WAIT})"
         )
         started = threading.Event()
 
@@ -89,25 +90,14 @@ class MysqlLock(ConnectionLock):
         self._connection.scalar(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.lock_name})
 
     def holder(self) -> Holder | None:
-        connection_id = self._connection.scalar(
-            sa.text("SELECT IS_USED_LOCK(:name)"), {"name": self.lock_name}
-        )
+        connection_id = self._connection.exec_driver_sql(
+            MYSQL_LOCK_OWNER, {"name": self.lock_name}).scalar()
         if connection_id is None:
             return None
-        prefix = self._beacon_prefix(connection_id)
-        rows = self._connection.execute(
-            sa.text(
-                "SELECT ID, HOST, INFO FROM information_schema.PROCESSLIST"
-                " WHERE ID = :id OR INFO LIKE :beacon"
-            ),
-            {"id": connection_id, "beacon": prefix + "%"},
-        ).all()
-        for _, _, info in rows:
-            if info and info.startswith(prefix):
-                return Holder.from_dict(json.loads(info[len(prefix):].split(" */", 1)[0]))
-        # Not a runner, or it has not shown itself yet: the client's address is all there is.
-        client = next((host for id_, host, _ in rows if id_ == connection_id), None)
-        return Holder(host=client.rsplit(":", 1)[0] if client else None, pid=None)
+        beacon = mysql_beacon_prefix(self.lock_name, connection_id) + "%"
+        rows = self._connection.exec_driver_sql(
+            MYSQL_HOLDER_ROWS, {"id": connection_id, "beacon": beacon}).all()
+        return mysql_holder(self.lock_name, connection_id, [tuple(row) for row in rows])
 
     def kill_query(self, connection_id: int) -> None:
         """Stop the statement running on another connection of ours (KILL QUERY)."""

@@ -11,15 +11,15 @@ from sqlalchemy.engine import URL
 from runner import database
 from runner.errors import ConfigError
 from runner.locks import (
+    POSTGRESQL_HOLDER,
     ConnectionLock,
     Holder,
     TakenConnection,
     advisory_key,
     advisory_key_halves,
     application_name,
-    parse_application_name,
+    postgresql_holder,
     this_holder,
-    utc_timestamp,
 )
 
 # The advisory lock on `key` as pg_locks shows it: a bigint key is split into
@@ -138,20 +138,8 @@ class PostgresqlLock(ConnectionLock):
         self._connection.scalar(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
 
     def holder(self) -> Holder | None:
-        query = sa.text(
-            "SELECT a.application_name, a.state_change, host(a.client_addr)"
-            " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
-            f" WHERE {_OUR_ADVISORY_LOCK} LIMIT 1"
-        )
-        row = self._connection.execute(query, self._key_halves).first()
-        if row is None:
-            return None
-        name, state_change, client = row
-        host, pid = parse_application_name(name)
-        # The lock connection runs nothing after taking the lock: its last state change
-        # is when it took it. (Null when the holder is another role: no pg_read_all_stats.)
-        since = utc_timestamp(state_change) if state_change is not None else None
-        return Holder(host=host or client, pid=pid, since=since)
+        row = self._connection.exec_driver_sql(POSTGRESQL_HOLDER, self._key_halves).first()
+        return postgresql_holder(None if row is None else tuple(row))
 
     def close(self) -> None:
         self._close_connection()

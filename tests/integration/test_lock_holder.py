@@ -46,6 +46,9 @@ def test_waiters_and_status_name_the_holder(
     try:
         waiter = run_runner(["migrate", "--lock-timeout", "2"],
                             {**env, "RUNNER_TERMINATION_LOG": str(termination_log)}, cwd=project)
+        # The fast start's waiter (the bare driver, before the app is loaded) too.
+        fast_waiter = run_runner(["migrate", "--lock-timeout", "2"],
+                                 {**env, "RUNNER_MIGRATIONS_DIR": "migrations"}, cwd=project)
         status = run_runner(["status", "--json"], env, cwd=project)
         status_text = run_runner(["status"], env, cwd=project)
     finally:
@@ -66,6 +69,13 @@ def test_waiters_and_status_name_the_holder(
     assert summary["message"] == timeout["message"]
     assert summary["revisions"] == []
     names_holder(summary["holder"], holder.pid)
+    fast_waiting = [record for record in events(fast_waiter.stderr)
+                    if record["event"] == "lock.waiting"]
+    assert fast_waiting, fast_waiter.stderr
+    names_holder(fast_waiting[0]["holder"], holder.pid)
+    fast_timeout = one_error(fast_waiter, 4)
+    assert fast_timeout["event"] == "lock.timeout"
+    names_holder(fast_timeout["holder"], holder.pid)
 
     assert status.returncode == 0, status.stderr
     migration = json.loads(status.stdout)["migration"]

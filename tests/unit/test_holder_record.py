@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from runner.locks import Holder
-from runner.locks.postgresql import application_name, parse_application_name
+import datetime
+import json
+
+from runner.locks import (
+    Holder,
+    application_name,
+    mysql_beacon_prefix,
+    mysql_holder,
+    parse_application_name,
+    postgresql_holder,
+)
 
 
 def test_application_name_round_trips() -> None:
@@ -30,3 +39,24 @@ def test_describe() -> None:
         "pid 7 on host web-1 since 2026-01-01T00:00:00Z")
     assert Holder(None, None).describe() == "a process of unknown pid"
     assert Holder.from_dict(Holder("web-1", 7).as_dict()) == Holder("web-1", 7)
+
+
+def test_a_postgresql_holder_is_read_from_its_session() -> None:
+    took = datetime.datetime(2026, 1, 1, 12, 0, 5, tzinfo=datetime.UTC)
+    row = ("migrate-runner web-1 42", took, "10.0.0.7")
+    assert postgresql_holder(row) == Holder("web-1", 42, "2026-01-01T12:00:05Z")
+    # Another client holds it: its address; another role's session: no time.
+    assert postgresql_holder(("psql", None, "10.0.0.8")) == Holder("10.0.0.8", None)
+    assert postgresql_holder(None) is None
+
+
+def test_a_mysql_holder_is_read_from_its_beacon_or_else_its_client() -> None:
+    lock = "migrate-runner/abc"
+    beacon = (mysql_beacon_prefix(lock, 17) + json.dumps(Holder("web-1", 42, "x").as_dict())
+              + " */ GET_LOCK('migrate-runner/abc/holder', 31622400)")
+    rows = [(17, "10.0.0.7:50412", None), (18, "10.0.0.7:50413", beacon)]
+    assert mysql_holder(lock, 17, rows) == Holder("web-1", 42, "x")
+    # Another lock's beacon, or none yet: the holder's client address only.
+    other = [(17, "10.0.0.7:50412", None), (18, "h:1", beacon.replace("/abc ", "/abd "))]
+    assert mysql_holder(lock, 17, other) == Holder("10.0.0.7", None)
+    assert mysql_holder(lock, 17, []) == Holder(None, None)
