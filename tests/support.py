@@ -243,14 +243,15 @@ REPLICAS = 8
 
 
 def start_herd(
-    database_url: str, cwd: Path = EXAMPLE, extra_env: dict[str, str] | None = None
+    database_url: str, cwd: Path = EXAMPLE, extra_env: dict[str, str] | None = None,
+    replicas: int = REPLICAS, timeout: float = 180,
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Start REPLICAS `runner migrate` processes together and wait for all of them."""
+    """Start `replicas` `runner migrate` processes together and wait for all of them."""
     env = runner_env(database_url, **(extra_env or {}))
-    processes = [start_runner(["migrate"], env, cwd) for _ in range(REPLICAS)]
+    processes = [start_runner(["migrate"], env, cwd) for _ in range(replicas)]
     finished = []
     for process in processes:
-        out, err = process.communicate(timeout=180)
+        out, err = process.communicate(timeout=timeout)
         finished.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
     return finished
 

@@ -26,6 +26,7 @@ from support import (
     private_mariadb,
     private_postgresql,
     runner_env,
+    start_herd,
     start_runner,
     version_rows,
 )
@@ -35,17 +36,10 @@ SLOW_REVISION = {"postgresql": 'op.execute("SELECT pg_sleep(3)")',
 """A 3 s revision, so that the waiters pile up while the winner migrates."""
 
 
-def run_herd(
-    replicas: int, url: str, cwd: Path, **extra: str
-) -> list[subprocess.CompletedProcess[str]]:
-    """Start `replicas` `runner migrate` at once and wait for all of them."""
-    env = runner_env(url, RUNNER_WAIT_TIMEOUT="120", RUNNER_LOCK_TIMEOUT="300", **extra)
-    processes = [start_runner(["migrate"], env, cwd) for _ in range(replicas)]
-    finished = []
-    for process in processes:
-        out, err = process.communicate(timeout=600)
-        finished.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
-    return finished
+def run_herd(replicas: int, url: str, cwd: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Start `replicas` `runner migrate` at once, with room to wait, and wait for all of them."""
+    return start_herd(url, cwd, {"RUNNER_WAIT_TIMEOUT": "120", "RUNNER_LOCK_TIMEOUT": "300"},
+                      replicas, timeout=600)
 
 
 def applied_count(results: list[subprocess.CompletedProcess[str]]) -> int:
