@@ -148,25 +148,24 @@ class ConnectionLock(MigrationLock):
     _open: sa.Connection | None = None
     _adopting: sa.Engine | None = None
 
-    def _open_connection(self, adopted: TakenConnection | None) -> None:
-        """Open the lock's connection: a new one of `_engine`, or `adopted`, the fast path's
-        DB-API connection (runner.fastlock), which holds the lock already: taken over, so
-        that no other replica can take the lock in between. (It then holds the lock once more
-        than `release` gives back: closing it frees the lock.)"""
+    def _open_connection(self, adopted: TakenConnection | None = None) -> sa.Connection:
+        """The lock's connection: a new one of `_engine`, or `adopted`, the fast path's DB-API
+        connection (runner.fastlock), which holds the lock already: taken over, so that no
+        other replica can take the lock in between. (It then holds the lock once more than
+        `release` gives back: closing it frees the lock.)"""
         engine = self._engine
         if adopted is not None:
             import sqlalchemy as sa
 
             self._adopting = engine = sa.create_engine(
                 engine.url, creator=lambda: adopted.connection, poolclass=sa.pool.StaticPool)
-        self._open = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def _connection(self) -> sa.Connection:
         """The lock's connection; opened again after `idle`."""
         if self._open is None:
-            self._open_connection(None)
-            assert self._open is not None
+            self._open = self._open_connection()
         return self._open
 
     def idle(self) -> None:

@@ -44,7 +44,7 @@ class MysqlLock(ConnectionLock):
         self.lock_name = user_lock_name(name)
         self._latch_name = f"{self.lock_name}/holder"
         self._engine = database.create_engine(url)
-        self._open_connection(adopted)
+        self._open = self._open_connection(adopted)
         self._beacon: threading.Thread | None = None
 
     def try_acquire(self) -> bool:

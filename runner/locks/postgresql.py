@@ -50,7 +50,7 @@ class PostgresqlLock(ConnectionLock):
             connect_args["prepare_threshold"] = None
         self._engine = database.create_engine(url, extra_connect_args=connect_args)
         # Autocommit: an idle transaction here would block CREATE INDEX CONCURRENTLY.
-        self._open_connection(adopted)
+        self._open = self._open_connection(adopted)
         self._session_checked = False
         # The backend the fast path took the lock on, when this connection holds it already.
         self._taken_before = adopted.backend if adopted else None
