@@ -99,7 +99,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from runner import serve
 
     if args.wait_for_head:
-        serve.wait_for_head(settings)
+        serve.wait_for_head(settings, default_answered=args.database_answered)
     serve.exec_gunicorn(settings)
 
 

@@ -26,6 +26,21 @@ _PERMANENT_POSTGRESQL_MESSAGES = (
 )
 
 
+def attempt_timeout(deadline: float) -> float:
+    """The connect timeout of one attempt within a wait of `deadline` seconds."""
+    return min(CONNECT_TIMEOUT, max(deadline, 1.0))
+
+
+def driver_connect_timeout(backend: str, timeout: float) -> float:
+    """The driver's connect timeout for `timeout` seconds: whole seconds for libpq (which
+    rounds below 2 up to 2) and PyMySQL (at least 1); as given for sqlite3."""
+    if backend == "postgresql":
+        return max(2, int(timeout))
+    if backend in ("mysql", "mariadb"):
+        return max(1, int(timeout))
+    return timeout
+
+
 def create_engine(
     url: URL,
     connect_timeout: float = CONNECT_TIMEOUT,
@@ -37,13 +52,8 @@ def create_engine(
 
     connect_args: dict[str, Any] = dict(extra_connect_args or {})
     backend = url.get_backend_name()
-    if backend == "postgresql":
-        # libpq rounds below 2 up to 2 seconds.
-        connect_args["connect_timeout"] = max(2, int(connect_timeout))
-    elif backend in ("mysql", "mariadb"):
-        connect_args["connect_timeout"] = max(1, int(connect_timeout))
-    elif backend == "sqlite":
-        connect_args["timeout"] = connect_timeout
+    timeout = driver_connect_timeout(backend, connect_timeout)
+    connect_args["timeout" if backend == "sqlite" else "connect_timeout"] = timeout
     return sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import inspect
 import os
-import re
 import sys
 from dataclasses import dataclass
 from types import ModuleType
@@ -15,12 +14,8 @@ from flask.cli import NoAppException, locate_app, prepare_import
 
 from runner.database import error_text
 from runner.errors import ConfigError
+from runner.fastpath import APP_SEPARATOR, DEFAULT_APP_FILES
 from runner.urls import DRIVER_PACKAGES
-
-DEFAULT_APP_FILES = ("wsgi.py", "app.py")
-"""Where `flask` looks when FLASK_APP is unset, in order."""
-
-_SEPARATOR = re.compile(r":(?![\\/])")
 
 _FACTORY_NAMES = ("create_app", "make_app")
 """The factories flask.cli.find_best_app calls when a module holds no app."""
@@ -44,7 +39,7 @@ def locate(app_path: str | None) -> LocatedApp:
     candidates = [app_path] if app_path else list(DEFAULT_APP_FILES)
     for candidate in candidates:
         # As flask.cli.ScriptInfo.load_app splits it: a Windows drive's colon is no separator.
-        path, *rest = _SEPARATOR.split(candidate, maxsplit=1)
+        path, *rest = APP_SEPARATOR.split(candidate, maxsplit=1)
         name = rest[0] if rest else None
         module_name = prepare_import(path)
         # prepare_import leaves the module's directory first on sys.path.

@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner import fastpath
+from runner.database import attempt_timeout
 from runner.errors import ConfigError, RunnerError
 from runner.log import events
-from runner.settings import plain_options, read_log_format
+from runner.settings import plain_options
 
 if TYPE_CHECKING:
     from runner import fastlock
@@ -35,7 +36,6 @@ def fast_head(
     started = time.monotonic()
     try:
         plain = plain_options(flags, names)
-        log_format = read_log_format(flags)
     except ConfigError:
         return None
     if plain is None:
@@ -45,10 +45,10 @@ def fast_head(
         return None
     from runner import wait
 
-    events.format = log_format
+    events.format = plain.log_format
     events.add_url_secret(plain.database_url)
     name = fastpath.describe_target(plan.target)
-    connect_timeout = min(fastpath.CONNECT_TIMEOUT, max(plain.wait_timeout, 1.0))
+    connect_timeout = attempt_timeout(plain.wait_timeout)
     lock: fastlock.BareLock | None = None
     announced: list[float] = []
 

@@ -103,16 +103,9 @@ class BareLock(locks.MigrationLock):
         return locks.postgresql_holder(rows[0] if rows else None)
 
     def _mysql_holder(self) -> locks.Holder | None:
-        """As MysqlLock.holder reads it: the lock's connection, then its holder's beacon."""
-        name = str(self._key)
-        ((connection_id,),) = fastpath.fetch_all(self._connection, locks.MYSQL_LOCK_OWNER,
-                                                 {"name": name})
-        if connection_id is None:
-            return None
-        beacon = locks.mysql_beacon_prefix(name, connection_id) + "%"
-        rows = fastpath.fetch_all(self._connection, locks.MYSQL_HOLDER_ROWS,
-                                  {"id": connection_id, "beacon": beacon})
-        return locks.mysql_holder(name, connection_id, rows)
+        return locks.mysql_lock_holder(
+            lambda query, params: fastpath.fetch_all(self._connection, query, params),
+            str(self._key))
 
     def current_revisions(
         self, version_table: str = DEFAULT_VERSION_TABLE, schema: str | None = None

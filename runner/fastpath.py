@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.database import CONNECT_TIMEOUT, driver_connect_timeout
 from runner.script_heads import read_heads
-
-CONNECT_TIMEOUT = 5
-"""Seconds one connection attempt may take; the fast path never waits longer than that."""
 
 DEFAULT_VERSION_TABLE = "alembic_version"
 
@@ -84,10 +82,11 @@ _ENV_FORBIDDEN = (
 )
 
 
-# Where flask.cli looks for the app when FLASK_APP is unset, and how it splits FLASK_APP
-# (a Windows drive's colon is no separator).
-_DEFAULT_APP_FILES = ("wsgi.py", "app.py")
-_APP_SEPARATOR = re.compile(r":(?![\\/])")
+DEFAULT_APP_FILES = ("wsgi.py", "app.py")
+"""Where `flask` looks when FLASK_APP is unset, in order (runner.discovery uses it too)."""
+APP_SEPARATOR = re.compile(r":(?![\\/])")
+"""What splits FLASK_APP into module and expression, as flask.cli does (a Windows drive's
+colon is no separator)."""
 _APP_FILES_LIMIT = 500
 """Past this many files in the app's package, reading them costs more than it saves."""
 _VERSION_TABLE_ARGUMENTS = frozenset({"version_table", "version_table_schema"})
@@ -205,10 +204,11 @@ def connect(target: DriverTarget, connect_timeout: float = CONNECT_TIMEOUT,
         import psycopg
 
         return psycopg.connect(autocommit=True, **{
-            "connect_timeout": max(2, int(connect_timeout)), **target.params, **extra})
+            "connect_timeout": driver_connect_timeout(target.backend, connect_timeout),
+            **target.params, **extra})
     import pymysql  # type: ignore[import-untyped]
 
-    timeout = max(1, int(connect_timeout))
+    timeout = driver_connect_timeout(target.backend, connect_timeout)
     connection = pymysql.connect(connect_timeout=timeout, read_timeout=timeout,
                                  write_timeout=timeout, autocommit=True,
                                  **target.params, **extra)
@@ -357,9 +357,9 @@ def _app_sources(app_path: str | None) -> list[Path] | None:
     """The files of the module or package FLASK_APP names, as flask.cli.prepare_import
     resolves it; None when they cannot be found without importing anything."""
     if app_path is None:
-        found = [Path(name) for name in _DEFAULT_APP_FILES if Path(name).is_file()]
+        found = [Path(name) for name in DEFAULT_APP_FILES if Path(name).is_file()]
         return found or None
-    path = Path(os.path.realpath(_APP_SEPARATOR.split(app_path, maxsplit=1)[0]))
+    path = Path(os.path.realpath(APP_SEPARATOR.split(app_path, maxsplit=1)[0]))
     if path.suffix == ".py":
         path = path.with_suffix("")
     if path.name == "__init__":

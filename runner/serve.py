@@ -26,11 +26,15 @@ MAX_POLL_INTERVAL = 1.0
 
 
 def wait_for_head(
-    settings: Settings, sleep: Callable[[float], None] = signals.sleep
+    settings: Settings, sleep: Callable[[float], None] = signals.sleep,
+    default_answered: bool = False,
 ) -> RevisionState:
-    """Wait for the database, then poll until it is at head; NotAtHead after the wait timeout."""
+    """Wait for the database, then poll until it is at head; NotAtHead after the wait timeout.
+
+    `default_answered`: as for wait.wait_for_database (the CLI waited before loading the app).
+    """
     started = time.monotonic()
-    wait.wait_for_database(settings, sleep)
+    wait.wait_for_database(settings, sleep, default_answered=default_answered)
     timeout = max(0.0, settings.wait_timeout - (time.monotonic() - started))
     migrations = load_migrations(settings)
 

@@ -218,6 +218,9 @@ def read_log_format(flags: Mapping[str, Any], environ: Mapping[str, str] | None 
     return "text" if value is None else _log_format(value, source)
 
 
+_URL_SETTINGS = ("database_url", "migration_database_url")
+
+
 def resolve_options(
     flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> Options:
@@ -237,7 +240,7 @@ def resolve_options(
     from runner.urls import normalize_url
 
     exported: dict[str, str] = {}
-    for name in ("database_url", "migration_database_url"):
+    for name in _URL_SETTINGS:
         requested: URL | None = values[name]
         if requested is not None:
             normalized = _known_dialect(normalize_url(requested), SETTINGS_BY_NAME[name])
@@ -255,9 +258,6 @@ def resolve_options(
                    environment=env, runner_environment=runner_environment)
 
 
-_URL_SETTINGS = ("database_url", "migration_database_url")
-
-
 @dataclass(frozen=True)
 class PlainOptions:
     """What the fast no-op path needs, read without Flask, SQLAlchemy or the app."""
@@ -269,6 +269,7 @@ class PlainOptions:
     app: str | None
     wait_timeout: float
     lock_timeout: float
+    log_format: str
 
 
 def plain_options(
@@ -294,7 +295,8 @@ def plain_options(
     return PlainOptions(database_url=str(url),
                         directory=Path(values["directory"]).absolute(), app=values.get("app"),
                         wait_timeout=values.get("wait_timeout", DEFAULT_WAIT_TIMEOUT),
-                        lock_timeout=values.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
+                        lock_timeout=values.get("lock_timeout", DEFAULT_LOCK_TIMEOUT),
+                        log_format=values.get("log_format", SETTINGS_BY_NAME["log_format"].default))
 
 
 def _with_plain_dotenv(environ: Mapping[str, str]) -> Mapping[str, str] | None:

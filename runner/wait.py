@@ -62,7 +62,7 @@ def wait_for_url(url: URL, timeout: float, sleep: Callable[[float], None] = sign
     """Block until `url` accepts a connection; DatabaseUnavailable when refused or out of time."""
     import sqlalchemy as sa
 
-    engine = database.create_engine(url, min(database.CONNECT_TIMEOUT, max(timeout, 1.0)))
+    engine = database.create_engine(url, database.attempt_timeout(timeout))
     try:
         retry_policy(timeout, sleep)(_ping, engine)
     except sa.exc.DBAPIError as exc:

@@ -218,15 +218,17 @@ def postgresql_holder(row: tuple[Any, ...] | None) -> Holder | None:
     return Holder(host=host or client, pid=pid, since=since)
 
 
-MYSQL_LOCK_OWNER = "SELECT IS_USED_LOCK(%(name)s)"
+_MYSQL_LOCK_OWNER = "SELECT IS_USED_LOCK(%(name)s)"
 """The id of the MySQL connection that holds the user lock `name`, or NULL."""
 
-MYSQL_HOLDER_ROWS = (
+_MYSQL_HOLDER_ROWS = (
     "SELECT ID, HOST, INFO FROM information_schema.PROCESSLIST"
     " WHERE ID = %(id)s OR INFO LIKE %(beacon)s"
 )
 """The process list rows (ID, HOST, INFO) of the lock's connection, `id`, and of the
 statement its holder shows itself by, `beacon` (runner.locks.mysql)."""
+
+Rows = list[tuple[Any, ...]]
 
 
 def mysql_beacon_prefix(lock_name: str, connection_id: int) -> str:
@@ -235,10 +237,22 @@ def mysql_beacon_prefix(lock_name: str, connection_id: int) -> str:
     return f"SELECT /* {APPLICATION_NAME_PREFIX} holder {lock_name} {connection_id} "
 
 
-def mysql_holder(
-    lock_name: str, connection_id: int, rows: list[tuple[Any, ...]]
-) -> Holder:
-    """The holder of MySQL lock `lock_name`, held by `connection_id`, from MYSQL_HOLDER_ROWS."""
+def mysql_lock_holder(
+    fetch: Callable[[str, dict[str, Any]], Rows], lock_name: str
+) -> Holder | None:
+    """Who holds MySQL lock `lock_name`, read with `fetch(query, params)` on any connection
+    (SQLAlchemy's or the bare driver's): None when it is free."""
+    ((connection_id,),) = fetch(_MYSQL_LOCK_OWNER, {"name": lock_name})
+    if connection_id is None:
+        return None
+    beacon = mysql_beacon_prefix(lock_name, connection_id) + "%"
+    rows = fetch(_MYSQL_HOLDER_ROWS, {"id": connection_id, "beacon": beacon})
+    return mysql_holder(lock_name, connection_id, rows)
+
+
+def mysql_holder(lock_name: str, connection_id: int, rows: Rows) -> Holder:
+    """The holder of MySQL lock `lock_name`, held by `connection_id`, from its process list
+    rows (_MYSQL_HOLDER_ROWS)."""
     prefix = mysql_beacon_prefix(lock_name, connection_id)
     for _, _, info in rows:
         if info and info.startswith(prefix):

@@ -5,19 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from runner import database
 from runner.locks import (
-    MYSQL_HOLDER_ROWS,
-    MYSQL_LOCK_OWNER,
     ConnectionLock,
     Holder,
     TakenConnection,
     mysql_beacon_prefix,
-    mysql_holder,
+    mysql_lock_holder,
     this_holder,
     user_lock_name,
 )
@@ -90,14 +89,10 @@ class MysqlLock(ConnectionLock):
         self._connection.scalar(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.lock_name})
 
     def holder(self) -> Holder | None:
-        connection_id = self._connection.exec_driver_sql(
-            MYSQL_LOCK_OWNER, {"name": self.lock_name}).scalar()
-        if connection_id is None:
-            return None
-        beacon = mysql_beacon_prefix(self.lock_name, connection_id) + "%"
-        rows = self._connection.exec_driver_sql(
-            MYSQL_HOLDER_ROWS, {"id": connection_id, "beacon": beacon}).all()
-        return mysql_holder(self.lock_name, connection_id, [tuple(row) for row in rows])
+        def fetch(query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+            return [tuple(row) for row in self._connection.exec_driver_sql(query, params)]
+
+        return mysql_lock_holder(fetch, self.lock_name)
 
     def kill_query(self, connection_id: int) -> None:
         """Stop the statement running on another connection of ours (KILL QUERY)."""

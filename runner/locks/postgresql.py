@@ -62,7 +62,8 @@ class PostgresqlLock(ConnectionLock):
     def try_acquire(self) -> bool:
         if not self._session_checked:
             # Before the first try too, so that a pooler is found without leaving a lock on
-            # one of its server sessions, where no later statement of ours may reach it.
+            # one of its server sessions, where no later statement of ours may reach it
+            # (for a lock the fast path took, before this try takes another elsewhere).
             self._require_own_session(taken_on=self._taken_before)
             self._session_checked = True
         query = sa.text("SELECT pg_try_advisory_lock(:key), pg_backend_pid()")
@@ -72,6 +73,13 @@ class PostgresqlLock(ConnectionLock):
         # Taken; or refused although this connection took it before: a pooler moved it.
         self._require_own_session(taken_on=backend)
         return True
+
+    def idle(self) -> None:
+        super().idle()
+        if self._taken_before is not None:
+            # The fast path's session is gone, and its lock with it: a lock of our own now.
+            self._taken_before = None
+            self._session_checked = False
 
     def _require_own_session(self, taken_on: int | None) -> None:
         """ConfigError, with the lock let go, unless this connection is one server session.

@@ -54,7 +54,8 @@ def test_only_the_app_knows_the_url_or_the_directory(in_directory: Path) -> None
 def test_dotenv_files_above_are_read_as_flask_reads_them(in_directory: Path) -> None:
     (in_directory / ".flaskenv").write_text("FLASK_APP=web:create_app\n"
                                              "DATABASE_URL=sqlite:////from-flaskenv.db\n"
-                                             "RUNNER_MIGRATIONS_DIR=db/migrations\n")
+                                             "RUNNER_MIGRATIONS_DIR=db/migrations\n"
+                                             "RUNNER_LOG_FORMAT=json\n")
     (in_directory / ".env").write_text("DATABASE_URL='sqlite:////from-env.db'\n")
     below = in_directory / "project"
     below.mkdir()
@@ -64,6 +65,7 @@ def test_dotenv_files_above_are_read_as_flask_reads_them(in_directory: Path) -> 
     # .env wins over .flaskenv, the environment over both, as in `flask`.
     assert (plain.app, plain.database_url) == ("web:create_app", "sqlite:////from-env.db")
     assert plain.directory == below / "db/migrations"
+    assert plain.log_format == "json"
     plain = plain_options({}, NAMES, {"DATABASE_URL": URL})
     assert plain is not None and plain.database_url == URL
     # FLASK_SKIP_DOTENV: no files, so nothing names the URL or the directory.
