@@ -194,7 +194,8 @@ def upgrade(
             revision = steps[-1] if steps else None
             if request.signum is not None:
                 raise Interrupted(request.signum, _stop_detail(stopper.killed_revision)) from exc
-            if not steps and database.is_transient(exc):
+            lock_wait = table_locks.is_table_lock_timeout(exc)
+            if not steps and database.is_transient(exc) and not lock_wait:
                 raise  # no revision started: the caller may try again
             if database.is_connection_lost(exc):
                 raise DatabaseUnavailable(
@@ -203,6 +204,13 @@ def upgrade(
                     " the last revision it recorded)",
                     revision=revision, error=database.error_text(exc),
                 ) from None
+            if lock_wait:
+                # table_locks retries it or writes its own message: no reading of the state.
+                error = database.error_text(exc)
+                where = f"revision {revision}" if revision else "the upgrade"
+                raise MigrationFailed(
+                    f"{where} waited for a table lock: {error}", revision=revision, error=error,
+                ) from exc
             raise _failure(settings, migrations, revision, exc) from exc
         except Interrupted as stop:
             raise Interrupted(stop.signum, _stop_detail(stopper.killed_revision)) from None

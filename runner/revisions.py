@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import logging
 import traceback
@@ -125,20 +124,8 @@ def _failing_file(exc: BaseException, config: Config) -> str:
     return inside[-1] if inside else directory
 
 
-READING: contextvars.ContextVar[bool] = contextvars.ContextVar("READING", default=False)
-"""True while read_state runs: its statements are a reading, not part of an upgrade."""
-
-
 def read_state(settings: Settings, migrations: Migrations) -> RevisionState:
     """Read every database's revisions through env.py, without changing anything."""
-    token = READING.set(True)
-    try:
-        return _read_state(settings, migrations)
-    finally:
-        READING.reset(token)
-
-
-def _read_state(settings: Settings, migrations: Migrations) -> RevisionState:
     script = migrations.script
     databases: list[DatabaseRevisions] = []
 

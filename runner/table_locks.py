@@ -26,7 +26,7 @@ import tenacity
 from runner import database
 from runner.errors import ConfigError, LockTimeout, MigrationFailed
 from runner.log import emit
-from runner.revisions import READING, started_revisions
+from runner.revisions import started_revisions
 from runner.settings import Settings
 
 T = TypeVar("T")
@@ -79,16 +79,12 @@ class StepWatch:
 
     def before_execute(self, connection: sa.Connection, *args: Any) -> None:
         """`before_cursor_execute` listener: count the statement, note AUTOCOMMIT."""
-        if READING.get():
-            return  # a reading of the state (after a failure, say), not the revision's
         self.step.statements += 1
         if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
             self.step.autocommit = True
 
     def committed(self, connection: sa.Connection) -> None:
         """`commit` listener: what the revision ran so far is permanent."""
-        if READING.get():
-            return
         self.step.committed_at = self.step.statements
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -10,8 +10,9 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
-from runner import log
+from runner import log, migration
 from runner.errors import ConfigError, ExitCode, MigrationFailed
+from runner.revisions import load_migrations
 from runner.settings import DEFAULT_DDL_LOCK_TIMEOUT, load_settings
 from runner.table_locks import (
     FIRST_PAUSE,
@@ -20,13 +21,12 @@ from runner.table_locks import (
     is_table_lock_timeout,
     upgrade_with_retries,
 )
-from support import EXAMPLE
+from support import EXAMPLE, clean_runner_environment
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("DATABASE_URL", "DATABASE_URL_FILE", "RUNNER_DDL_LOCK_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
+    clean_runner_environment(monkeypatch)
     monkeypatch.setenv("FLASK_APP", "app:create_app()")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'app.db'}")
     monkeypatch.chdir(EXAMPLE)
@@ -121,3 +121,38 @@ def test_other_failures_are_not_retried() -> None:
         upgrade_with_retries(load_settings({}), upgrade, time.monotonic() + 3600,
                              lambda _: None)
     assert len(calls) == 1
+
+
+def test_a_lock_timeout_before_the_first_revision_is_not_retried_as_a_connection_error(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg's LockNotAvailable and PyMySQL's 1205 are OperationalErrors ("transient"), but
+    the table-lock path handles them (exit 4), without reading the state for the message."""
+    settings = load_settings({})
+    migrations = load_migrations(settings)
+    calls = []
+    readings = []
+
+    def run_upgrade(migrations: object) -> None:
+        calls.append(1)
+        raise sa.exc.OperationalError("ALTER TABLE ...", {}, LOCK_NOT_AVAILABLE)
+
+    def not_a_connection_retry(delay: float) -> None:
+        raise AssertionError("retried as 'database not ready'")
+
+    def read_state(*args: object) -> None:  # _failure would swallow an exception
+        readings.append(1)
+        raise RuntimeError("read the state for a message table_locks discards")
+
+    monkeypatch.setattr(migration, "run_upgrade", run_upgrade)
+    monkeypatch.setattr(migration, "read_state", read_state)
+    with pytest.raises(TableLockTimeout) as raised:
+        upgrade_with_retries(
+            settings,
+            lambda: migration._upgrade_retrying(settings, migrations, None, time.monotonic(),
+                                                not_a_connection_retry),
+            time.monotonic(), lambda _: None,
+        )
+    assert raised.value.exit_code == ExitCode.LOCK_TIMEOUT
+    assert len(calls) == 1
+    assert not readings
