@@ -31,7 +31,8 @@ ensure_floor_venv() {
   if [ ! -x "$floor_venv/bin/python" ]; then
     python3 -m venv "$floor_venv"
   fi
-  if [ ! -f "$floor_venv/.installed" ] || [ pyproject.toml -nt "$floor_venv/.installed" ]; then
+  if [ ! -f "$floor_venv/.installed" ] || [ pyproject.toml -nt "$floor_venv/.installed" ] \
+    || [ tests/floor_constraints.py -nt "$floor_venv/.installed" ]; then
     "$floor_venv/bin/python" -m pip install --quiet --upgrade pip
     "$venv/bin/python" tests/floor_constraints.py > "$floor_venv/constraints.txt"
     "$floor_venv/bin/python" -m pip install --quiet -c "$floor_venv/constraints.txt" \

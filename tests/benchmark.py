@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ from support import (
     ADMIN_URLS,
     EXAMPLE,
     add_revision,
+    copy_app,
     free_port,
     fresh_database,
     peak_connections,
@@ -196,8 +196,7 @@ def section_herd(trials: int, naive: bool) -> None:
 def linear_project(scratch: Path, revisions: int) -> Path:
     """A copy of the example whose history goes on, linearly, to `revisions` revisions."""
     project = scratch / f"project-{revisions}"
-    shutil.copytree(EXAMPLE, project,
-                    ignore=shutil.ignore_patterns("instance", "__pycache__", "*.db"))
+    copy_app(EXAMPLE, project)
     versions = project / "migrations" / "versions"
     down = script_heads()[0]
     for index in range(revisions - len(list(versions.glob("*.py")))):
@@ -279,7 +278,7 @@ def section_connections(trials: int, scratch: Path) -> None:
     print(f"\n== Connections and wall of a herd with a 3 s revision (PostgreSQL), {trials}"
           " trials ==")
     project = scratch / "connections"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("instance", "__pycache__"))
+    copy_app(EXAMPLE, project)
     add_revision(project, "slow", 'op.execute("SELECT pg_sleep(3)")')
     walls: dict[int, list[float]] = {}
     for replicas in (8, 32, 100):

@@ -14,7 +14,6 @@ with RUNNER_DDL_LOCK_TIMEOUT=0 (none) and with the timeout; it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -25,9 +24,11 @@ from support import (
     EXAMPLE,
     app_readers,
     at_head_then_add,
+    copy_app,
     event_names,
     fresh_database,
     hold_table,
+    read_until,
     runner_env,
     start_runner,
 )
@@ -42,7 +43,7 @@ def blocked_migration(kind: str, hold: float, ddl_lock_timeout: str) -> str:
     """One blocked migration; a line with the readers' latencies and the migration's outcome."""
     with fresh_database(kind) as url, tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "project"
-        shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("instance", "__pycache__"))
+        copy_app(EXAMPLE, project)
         at_head_then_add(project, url, ADD_COLUMN)
         env = runner_env(url, RUNNER_DDL_LOCK_TIMEOUT=ddl_lock_timeout)
         # Readers with a generous statement timeout, so a blocked read is measured, not cut.
@@ -50,11 +51,8 @@ def blocked_migration(kind: str, hold: float, ddl_lock_timeout: str) -> str:
             with hold_table(url):
                 process = start_runner(["migrate", "--lock-timeout", str(hold * 4)], env,
                                        cwd=project)
-                assert process.stderr is not None
                 # The hold counts from when the migration starts, not the runner's start-up.
-                for line in process.stderr:
-                    if '"lock.acquired"' in line:
-                        break
+                read_until(process, '"lock.acquired"')
                 started = time.monotonic()
                 time.sleep(hold)
             _, stderr = process.communicate(timeout=hold * 8)

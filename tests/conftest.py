@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from support import (
     EXAMPLE,
     REQUIRE_DATABASES,
     DatabaseFactory,
+    copy_app,
     fresh_database,
     unavailable,
 )
@@ -82,8 +82,4 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the example app and its migrations, for tests that add revisions."""
-    target = tmp_path / "project"
-    shutil.copytree(
-        EXAMPLE, target, ignore=shutil.ignore_patterns("instance", "__pycache__", "*.db")
-    )
-    return target
+    return copy_app(EXAMPLE, tmp_path / "project")

@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -78,18 +79,67 @@ def fresh_database(kind: str) -> Iterator[str]:
         engine.dispose()
 
 
+RUNNER_VARIABLE_PREFIXES = (
+    "RUNNER_", "DATABASE_URL", "MIGRATION_DATABASE_URL", "FLASK_", "GUNICORN_", "PORT",
+    "WEB_CONCURRENCY",
+)
+"""The variables the runner reads (by prefix): none of the caller's reach a test's runner."""
+
+UNIMPORTABLE_APP = 'raise RuntimeError("the app was imported")\n'
+"""An app whose import fails: a command that loads it exits 2, one that does not cannot tell."""
+
+
 def runner_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
     """The environment for a runner process: the example app, JSON logs, this interpreter."""
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("RUNNER_", "DATABASE_URL", "FLASK_", "GUNICORN_", "PORT"))
+        if not key.startswith(RUNNER_VARIABLE_PREFIXES)
     }
     env.update(FLASK_APP="app:create_app()", RUNNER_LOG_FORMAT="json")
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     env.update(extra)
     return env
+
+
+def clean_runner_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove from this process's environment every variable `runner_env` leaves out."""
+    for key in list(os.environ):
+        if key.startswith(RUNNER_VARIABLE_PREFIXES):
+            monkeypatch.delenv(key)
+
+
+def copy_app(source: Path, target: Path) -> Path:
+    """Copy an app's directory to `target`, without instance folders, caches or SQLite files."""
+    shutil.copytree(source, target,
+                    ignore=shutil.ignore_patterns("instance", "__pycache__", "*.db"))
+    return target
+
+
+def read_until(process: subprocess.Popen[str], marker: str) -> list[str]:
+    """Read `process`'s stderr up to the first line containing `marker`; the lines read, that
+    one last. Fails the test, with the lines read, when stderr ends first."""
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if marker in line:
+            return seen
+    pytest.fail(f"never saw {marker!r}:\n" + "".join(seen))
+
+
+def stop(process: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
+    """SIGTERM a served process and return its (stdout, stderr). One still running `timeout`
+    seconds later is killed and fails the test."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"still running {timeout:g}s after SIGTERM, killed:\n{err}")
 
 
 def runner_command(*args: str) -> list[str]:

@@ -8,7 +8,6 @@ platforms write it (`postgresql://`): exactly one migrates, both serve.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from e2e_helpers import (
     podman,
     wait_until_serving,
 )
-from support import POSTGRESQL_ADMIN, free_port, http_get
+from support import POSTGRESQL_ADMIN, copy_app, free_port, http_get
 
 pytestmark = pytest.mark.e2e
 
@@ -42,8 +41,7 @@ REPLICAS = 2
 def app_image(host: Host, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The template built for the packaged app, with this checkout's wheel (once)."""
     context = tmp_path_factory.mktemp("context") / "packaged_app"
-    shutil.copytree(PACKAGED_APP, context,
-                    ignore=shutil.ignore_patterns("instance", "__pycache__", "*.db"))
+    copy_app(PACKAGED_APP, context)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--wheel-dir", str(context), str(ROOT)], check=True, timeout=300)
     wheel = next(context.glob("migrate_runner-*.whl")).name

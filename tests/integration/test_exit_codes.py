@@ -16,6 +16,7 @@ from support import (
     event_names,
     events,
     one_error,
+    read_until,
     run_runner,
     runner_env,
     start_runner,
@@ -135,10 +136,7 @@ def test_password_never_logged(postgresql_url: str) -> None:
 def test_sigterm_while_waiting_ends_at_once() -> None:
     url = "postgresql+psycopg://postgres@127.0.0.1:9/nothing"
     process = start_runner(["wait", "--wait-timeout", "120"], runner_env(url))
-    assert process.stderr is not None
-    for line in process.stderr:
-        if '"db.waiting"' in line:
-            break
+    read_until(process, '"db.waiting"')
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=10)
     assert process.returncode == 128 + signal.SIGTERM

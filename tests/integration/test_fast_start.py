@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from runner.errors import ExitCode
 from support import (
     EXAMPLE,
+    UNIMPORTABLE_APP,
     add_revision,
     events,
     execute,
@@ -25,8 +26,6 @@ from support import (
 )
 
 HEAD = script_heads()[0]
-# An app whose import fails: a command that loads it exits 2, one that does not cannot tell.
-UNIMPORTABLE_APP = 'raise RuntimeError("the app was imported")\n'
 
 
 def fast_env(url: str | None, **extra: str) -> dict[str, str]:

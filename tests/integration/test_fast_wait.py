@@ -17,10 +17,12 @@ from runner import locks
 from runner.errors import ExitCode
 from support import (
     REPLICAS,
+    UNIMPORTABLE_APP,
     event_names,
     events,
     execute,
     one_error,
+    read_until,
     run_runner,
     runner_env,
     script_heads,
@@ -30,7 +32,6 @@ from support import (
 )
 
 HEAD = script_heads()[0]
-UNIMPORTABLE_APP = 'raise RuntimeError("the app was imported")\n'
 # The example's app, recording each process that imports it.
 COUNTED_APP = (
     "import os\n"
@@ -75,16 +76,12 @@ class Waiter:
     def __init__(self, env: dict[str, str], project: Path) -> None:
         self.process = start_runner(["migrate"], env, cwd=project)
         self.pid = self.process.pid
-        self.seen: list[str] = []
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.seen.append(line)
-            (record,) = events(line)
-            if record["event"] == "lock.waiting":
-                self.waiting: dict[str, Any] = record
-                return
-        self.process.wait(timeout=60)
-        raise AssertionError(f"the runner never waited: {''.join(self.seen)}")
+        self.seen = read_until(self.process, '"lock.waiting"')
+        # Every line read is one event (events fails on any other), the last the waiting.
+        records = [events(line) for line in self.seen]
+        assert all(len(record) == 1 for record in records), "".join(self.seen)
+        self.waiting: dict[str, Any] = records[-1][0]
+        assert self.waiting["event"] == "lock.waiting", "".join(self.seen)
 
     def finish(self) -> subprocess.CompletedProcess[str]:
         out, err = self.process.communicate(timeout=120)

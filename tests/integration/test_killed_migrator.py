@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from support import add_revision, event_names, run_runner, runner_env, start_runner, version_rows
+from support import (
+    add_revision,
+    event_names,
+    read_until,
+    run_runner,
+    runner_env,
+    start_runner,
+    version_rows,
+)
 
 
 @pytest.mark.postgresql
@@ -23,12 +31,7 @@ def test_next_runner_finishes_after_the_holder_is_killed(
         imports="import os\nimport time",
     )
     holder = start_runner(["migrate"], runner_env(postgresql_url, SLOW_MIGRATION="1"), project)
-    assert holder.stderr is not None
-    for line in holder.stderr:
-        if f"-> {slow}" in line:
-            break
-    else:
-        pytest.fail("the holder never started the slow revision")
+    read_until(holder, f"-> {slow}")
     holder.send_signal(signal.SIGKILL)
     holder.communicate(timeout=10)
 

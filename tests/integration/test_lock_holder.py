@@ -12,6 +12,7 @@ from support import (
     add_revision,
     events,
     one_error,
+    read_until,
     run_runner,
     runner_env,
     start_runner,
@@ -22,12 +23,8 @@ def start_holder(project: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     """A runner migrating a slow revision, returned once it holds the migration lock."""
     add_revision(project, "slow", "time.sleep(20)", imports="import time")
     holder = start_runner(["migrate"], env, cwd=project)
-    assert holder.stderr is not None
-    for line in holder.stderr:
-        if '"lock.acquired"' in line:
-            return holder
-    holder.wait(timeout=60)
-    raise AssertionError(f"the holder never took the lock (exit {holder.returncode})")
+    read_until(holder, '"lock.acquired"')
+    return holder
 
 
 def names_holder(holder: dict[str, Any] | None, pid: int) -> None:

@@ -9,8 +9,6 @@ versions of every dependency, so it uses nothing the oldest stack lacks.
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import sys
 import time
 from collections import Counter
@@ -25,6 +23,7 @@ from support import (
     REPO,
     add_revision,
     cmdline,
+    copy_app,
     event_names,
     free_port,
     get,
@@ -33,6 +32,7 @@ from support import (
     script_heads,
     start_herd,
     start_runner,
+    stop,
     version_rows,
 )
 
@@ -43,10 +43,7 @@ FACTORY = "blog:create_app()"
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the packaged app, for tests that add revisions."""
-    target = tmp_path / "packaged_app"
-    shutil.copytree(PACKAGED_APP, target,
-                    ignore=shutil.ignore_patterns("instance", "__pycache__", "*.db"))
-    return target
+    return copy_app(PACKAGED_APP, tmp_path / "packaged_app")
 
 
 def env_for(database_url: str, **extra: str) -> dict[str, str]:
@@ -144,8 +141,7 @@ def test_run_serves_with_json_gunicorn_logs(sqlite_url: str, project: Path) -> N
         argv = cmdline(served.pid)
         assert argv[argv.index("-c") + 1] == "python:runner.gunicorn_config", argv
     finally:
-        served.send_signal(signal.SIGTERM)
-        out, err = served.communicate(timeout=30)
+        out, err = stop(served)
     assert served.returncode == 0, err
     access = [json.loads(line) for line in out.splitlines()]
     assert [(line["event"], line["method"], line["path"], line["status"]) for line in access
@@ -168,8 +164,7 @@ def test_the_apps_own_gunicorn_config_wins(sqlite_url: str, project: Path) -> No
         assert get(f"http://127.0.0.1:{port}/", time.monotonic() + 60)[0] == 200
         argv = cmdline(served.pid)
     finally:
-        served.send_signal(signal.SIGTERM)
-        out, err = served.communicate(timeout=30)
+        out, err = stop(served)
     assert "python:runner.gunicorn_config" not in argv, argv
     assert "packaged-app-own-config" in err
     assert '"gunicorn.access"' not in out

@@ -6,8 +6,6 @@ the shared servers are never stopped.
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +20,12 @@ from support import (
     free_port,
     get,
     private_postgresql,
+    read_until,
     run_runner,
     runner_env,
     start_herd,
     start_runner,
+    stop,
     version_rows,
 )
 
@@ -36,16 +36,6 @@ def cluster() -> Iterator[PrivatePostgresql]:
     with private_postgresql() as server:
         server.start()
         yield server
-
-
-def _wait_for_line(process: subprocess.Popen[str], marker: str) -> list[str]:
-    assert process.stderr is not None
-    seen = []
-    for line in process.stderr:
-        seen.append(line)
-        if marker in line:
-            return seen
-    pytest.fail(f"never saw {marker!r}:\n" + "".join(seen))
 
 
 def test_restart_mid_upgrade_exits_3_and_a_rerun_completes(
@@ -60,7 +50,7 @@ def test_restart_mid_upgrade_exits_3_and_a_rerun_completes(
         imports="import os",
     )
     process = start_runner(["migrate"], runner_env(cluster.admin_url, SLOW_MIGRATION="1"), project)
-    seen = _wait_for_line(process, f"-> {slow}")
+    seen = read_until(process, f"-> {slow}")
     time.sleep(0.5)
     cluster.stop()
     cluster.start()
@@ -82,7 +72,7 @@ def test_serve_wait_for_head_survives_a_restart_and_serves(
     env = runner_env(cluster.admin_url, PORT=str(port))
     server = start_runner(["serve", "--wait-for-head", "--wait-timeout", "120"], env, project)
     try:
-        _wait_for_line(server, '"serve.waiting"')
+        read_until(server, '"serve.waiting"')
         cluster.stop()
         time.sleep(2)
         cluster.start()
@@ -92,8 +82,7 @@ def test_serve_wait_for_head_survives_a_restart_and_serves(
         assert status == 200, body
         assert server.poll() is None
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=30)
+        stop(server)
 
 
 def test_too_many_connections_is_waited_out(project: Path, cluster: PrivatePostgresql) -> None:

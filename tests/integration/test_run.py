@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 
@@ -14,6 +13,7 @@ from support import (
     runner_env,
     script_heads,
     start_runner,
+    stop,
     version_rows,
 )
 
@@ -42,8 +42,7 @@ def check_served(served: subprocess.Popen[str], port: int, sqlite_url: str) -> N
     assert version_rows(sqlite_url) == script_heads()
 
     started = time.monotonic()
-    served.send_signal(signal.SIGTERM)
-    _, err = served.communicate(timeout=30)
+    _, err = stop(served)
     print(f"gunicorn stopped by SIGTERM in {time.monotonic() - started:.2f}s")
     assert served.returncode == 0
     runner_events = [line for line in err.splitlines() if line.startswith("{")]

@@ -15,6 +15,7 @@ from support import (
     add_revision,
     event_names,
     events,
+    read_until,
     run_runner,
     runner_env,
     start_runner,
@@ -51,14 +52,7 @@ def start_and_signal(
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Start `migrate`, SIGTERM it once `revision` runs; the result and seconds to exit."""
     process = start_runner(["migrate", *args], runner_env(url, SLOW_MIGRATION="1"), project)
-    assert process.stderr is not None
-    seen = []
-    for line in process.stderr:
-        seen.append(line)
-        if f"-> {revision}" in line:
-            break
-    else:
-        pytest.fail("the slow revision never started:\n" + "".join(seen))
+    seen = read_until(process, f"-> {revision}")
     time.sleep(pause)
     process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()

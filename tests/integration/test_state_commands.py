@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 
@@ -19,11 +18,13 @@ from support import (
     free_port,
     get,
     one_error,
+    read_until,
     run_runner,
     runner_env,
     script_heads,
     scripts,
     start_runner,
+    stop,
 )
 
 EXAMPLE_TABLES = ("user", "more_user_info", "post")
@@ -167,17 +168,13 @@ def test_serve_waits_for_head_then_serves(sqlite_url: str) -> None:
     env = runner_env(sqlite_url, PORT=str(port))
     server = start_runner(["serve", "--wait-for-head", "--wait-timeout", "120"], env)
     try:
-        assert server.stderr is not None
-        for line in server.stderr:
-            if '"serve.waiting"' in line:
-                break
+        read_until(server, '"serve.waiting"')
         assert server.poll() is None
         assert run_runner(["migrate"], env).returncode == 0
         status, _ = get(f"http://127.0.0.1:{port}/", time.monotonic() + 60)
         assert status == 200
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=30)
+        stop(server)
     assert server.returncode == 0
 
 
@@ -194,8 +191,7 @@ def test_plain_serve_never_migrates(sqlite_url: str) -> None:
     try:
         assert get(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 60)[0] == 200
     finally:
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=30)
+        _, err = stop(server)
     names = event_names("\n".join(x for x in err.splitlines() if x.startswith("{")))
     # Nothing before the exec; after it, gunicorn's own lines (the default gunicorn config).
     assert names[: names.index("serve.exec") + 1] == ["serve.exec"]

@@ -80,6 +80,7 @@ def test_blocker_that_lets_go_lets_the_retry_succeed(
     assert lock_timeouts(result.stderr)
     assert "migrate.applied" in event_names(result.stderr)
     assert version_rows(url) == [new]
+    assert readers.latencies, "the readers never read"
     assert readers.failed == []
 
 

@@ -8,9 +8,6 @@ tests/apps/tutorial_app: a package `myapp` with `create_app()`, `db = SQLAlchemy
 from __future__ import annotations
 
 import json
-import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ from support import (
     REPO,
     PrivatePostgresql,
     cmdline,
+    copy_app,
     event_names,
     events,
     free_port,
@@ -33,6 +31,7 @@ from support import (
     runner_env,
     script_heads,
     start_runner,
+    stop,
     version_rows,
 )
 
@@ -44,10 +43,7 @@ PLATFORM_SCHEMES = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlit
 @pytest.fixture
 def tutorial(tmp_path: Path) -> Path:
     """A copy of the tutorial app, to run in and to add files to."""
-    target = tmp_path / "tutorial_app"
-    shutil.copytree(TUTORIAL_APP, target,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.db", "instance"))
-    return target
+    return copy_app(TUTORIAL_APP, tmp_path / "tutorial_app")
 
 
 def as_platforms_write_it(url: str) -> str:
@@ -65,18 +61,6 @@ def tutorial_env(database_url: str | None = None, **extra: str) -> dict[str, str
     return env
 
 
-def stop(process: subprocess.Popen[str]) -> str:
-    """SIGTERM a served app (gunicorn by now) and return its stderr."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        _, err = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, err = process.communicate()
-    return err
-
-
 def test_migrates_and_serves_with_raw_urls(tutorial: Path, database_url: str) -> None:
     port = free_port()
     raw = as_platforms_write_it(database_url)
@@ -88,7 +72,7 @@ def test_migrates_and_serves_with_raw_urls(tutorial: Path, database_url: str) ->
         # FLASK_APP=myapp:create_app: gunicorn calls the factory, as `flask` does.
         assert "myapp:create_app()" in cmdline(served.pid)
     finally:
-        err = stop(served)
+        _, err = stop(served)
     assert version_rows(database_url) == HEADS
     names = event_names("\n".join(line for line in err.splitlines() if line.startswith("{")))
     # After the exec the lines are gunicorn's and the app's, in the runner's format.
@@ -191,6 +175,6 @@ def test_serve_without_wait_for_head_does_not_wait_for_the_database(tutorial: Pa
             assert process.poll() is None and time.monotonic() < deadline, "no gunicorn"
             time.sleep(0.2)
     finally:
-        err = stop(process)
+        _, err = stop(process)
     assert "db.waiting" not in event_names(
         "\n".join(line for line in err.splitlines() if line.startswith("{")))

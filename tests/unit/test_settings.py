@@ -14,15 +14,13 @@ from runner.settings import (
     load_settings,
     resolve_options,
 )
-from support import EXAMPLE
+from support import EXAMPLE, clean_runner_environment
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("DATABASE_URL", "DATABASE_URL_FILE", "MIGRATION_DATABASE_URL",
-                 "MIGRATION_DATABASE_URL_FILE", "RUNNER_WAIT_TIMEOUT", "PYTHONPATH",
-                 "RUNNER_LOCK_TIMEOUT", "RUNNER_MIGRATIONS_DIR", "RUNNER_LOG_FORMAT", "PORT"):
-        monkeypatch.delenv(name, raising=False)
+    clean_runner_environment(monkeypatch)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     monkeypatch.setenv("FLASK_APP", "app:create_app()")
     monkeypatch.chdir(EXAMPLE)
 
