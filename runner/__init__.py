@@ -8,9 +8,12 @@ The library API (what `runner.cli` is built on), for calling from a host app::
     runner.wait_for_database(settings)
     runner.migrate(settings)
 
-None of it changes the process: os.environ is applied only while the app loads (and put
-back), no signal handler is installed, the root logger's handlers are left as they were.
-Every expected failure raises a RunnerError subclass carrying its ExitCode.
+`load_settings` resolves the settings (flags, the environment, .flaskenv/.env) without
+loading the app; the app is loaded when a command needs it. None of it changes the
+process: os.environ is applied only while the app loads (and put back), no signal handler
+is installed, the root logger's handlers are left as they were. Every expected failure
+raises a RunnerError subclass carrying its ExitCode; the budgets (wait, lock) count from
+when the settings were resolved.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ if TYPE_CHECKING:
     )
     from runner.migration import MigrationResult, migrate
     from runner.serve import wait_for_head
-    from runner.settings import Options, Settings, load_settings, resolve_options, settings_for
-    from runner.urls import normalize_url
-    from runner.wait import wait_for_database, wait_for_url
+    from runner.settings import Settings
+    from runner.settings import resolve as load_settings
+    from runner.urls import normalize_url, parse_url
+    from runner.wait import wait_for_databases as wait_for_database
 
 __all__ = [
     "ConfigError",
@@ -45,7 +49,6 @@ __all__ = [
     "MigrationFailed",
     "MigrationResult",
     "NotAtHead",
-    "Options",
     "RevisionsUnusable",
     "RunnerError",
     "Settings",
@@ -53,11 +56,9 @@ __all__ = [
     "load_settings",
     "migrate",
     "normalize_url",
-    "resolve_options",
-    "settings_for",
+    "parse_url",
     "wait_for_database",
     "wait_for_head",
-    "wait_for_url",
 ]
 
 # Imported on first use, so that `import runner` imports neither Flask nor SQLAlchemy.
@@ -66,17 +67,18 @@ _HOMES = {
                       "MigrationFailed", "NotAtHead", "RevisionsUnusable", "RunnerError"),
     "runner.migration": ("MigrationResult", "migrate"),
     "runner.serve": ("wait_for_head",),
-    "runner.settings": ("Options", "Settings", "load_settings", "resolve_options",
-                        "settings_for"),
-    "runner.urls": ("normalize_url",),
-    "runner.wait": ("wait_for_database", "wait_for_url"),
+    "runner.settings": ("Settings", "load_settings"),
+    "runner.urls": ("normalize_url", "parse_url"),
+    "runner.wait": ("wait_for_database",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+_RENAMED = {"load_settings": "resolve", "wait_for_database": "wait_for_databases"}
+"""The library's names for functions their modules name otherwise."""
 
 
 def __getattr__(name: str) -> Any:
     if name not in _HOME_OF:
         raise AttributeError(f"module 'runner' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME_OF[name]), name)
+    value = getattr(importlib.import_module(_HOME_OF[name]), _RENAMED.get(name, name))
     globals()[name] = value
     return value

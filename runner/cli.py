@@ -7,90 +7,73 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-# Each command imports what it uses when it runs: the fast no-op path must not pay for
-# Flask, SQLAlchemy or Alembic (see runner.fast_start).
+# Each command imports what it uses when it runs: a replica at head must not pay for
+# Flask, SQLAlchemy or Alembic.
 import runner
-from runner import fast_start, signals, termination
-from runner.database import error_text
+from runner import database, signals, termination
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.log import AppLogHandler, emit, events
-from runner.settings import (
-    SETTINGS,
-    Settings,
-    apply_environment,
-    read_log_format,
-    resolve_options,
-    settings_for,
-)
-
-if TYPE_CHECKING:
-    from runner import fastlock
+from runner.settings import SETTINGS, Settings, read_log_format, resolve
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Wait, migrate under the lock, then exec gunicorn."""
-    from runner import migration, serve, wait
+    from runner import migration, serve
 
-    wait.wait_for_database(settings, default_answered=args.database_answered)
     migration.migrate(settings)
     serve.exec_gunicorn(settings)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     """Wait, migrate under the lock, exit."""
-    from runner import migration, wait
+    from runner import migration
 
-    wait.wait_for_database(settings, default_answered=args.database_answered)
-    migration.migrate(settings, taken=args.fast_lock)
+    migration.migrate(settings)
     return ExitCode.OK
 
 
 def cmd_wait(settings: Settings, args: argparse.Namespace) -> int:
-    """Wait until the database accepts connections."""
+    """Wait until every database accepts connections."""
     from runner import wait
 
-    wait.wait_for_database(settings, default_answered=args.database_answered)
+    wait.wait_for_databases(settings)
     return ExitCode.OK
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every database is at head, 5 when not."""
-    from runner import revisions, wait
+    from runner import status
 
-    wait.wait_for_database(settings, default_answered=args.database_answered)
-    state = revisions.read_state(settings, revisions.load_migrations(settings))
-    revisions.require_head(state)
-    print(f"at head: {', '.join(state.heads)}", file=args.out)
+    heads = status.check(settings)
+    print(f"at head: {', '.join(heads)}", file=args.out)
     return ExitCode.OK
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Print the current revisions, the heads and the pending revisions."""
-    from runner import revisions, status, wait
+    from runner import status
 
-    wait.wait_for_database(settings, default_answered=args.database_answered)
-    state = revisions.read_state(settings, revisions.load_migrations(settings))
-    migration = status.migration_holder(settings, state)
+    state, holder = status.read_status(settings)
     if args.json:
-        print(json.dumps(status.status_json(state, migration)), file=args.out)
+        print(json.dumps(status.status_json(state, holder)), file=args.out)
     else:
-        print(status.status_text(state, migration), file=args.out)
+        print(status.status_text(state, holder), file=args.out)
     return ExitCode.OK
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     """Print the offline SQL for a revision range, without connecting."""
-    from runner import offline
+    from runner import migration, offline
 
-    offline.write_sql(settings, args.out, args.from_revision, args.to_revision)
+    offline.write_sql(migration.load(settings), args.out, args.from_revision, args.to_revision)
     return ExitCode.OK
 
 
@@ -99,25 +82,20 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from runner import serve
 
     if args.wait_for_head:
-        serve.wait_for_head(settings, default_answered=args.database_answered)
+        serve.wait_for_head(settings)
     serve.exec_gunicorn(settings)
 
 
-def fast_migrate(head: str, started: float) -> int:
-    """`migrate` when the fast path found the database at head: nothing to do, no lock."""
-    emit("migrate.noop", "the database is already at head", heads=[head],
-         elapsed=round(time.monotonic() - started, 3), path="fast")
+def cmd_prepare(settings: Settings, args: argparse.Namespace) -> int:
+    """Load the app, and record what only it knows for the fast start."""
+    from runner import manifest, migration
+
+    migrations = migration.load(settings)
+    written = manifest.write(manifest.make(migrations, migrations.version_table,
+                                           settings.directory))
+    emit("prepare.written", f"recorded the app's migration configuration in {written}",
+         path=str(written), heads=sorted(migrations.history.heads))
     return ExitCode.OK
-
-
-def fast_check(head: str, started: float) -> int:
-    """`check` when the fast path found the database at head."""
-    print(f"at head: {head}")
-    return ExitCode.OK
-
-
-def _always(args: argparse.Namespace) -> bool:
-    return True
 
 
 @dataclass(frozen=True)
@@ -128,34 +106,25 @@ class Command:
     help: str
     settings: tuple[str, ...]
     gunicorn: bool = False
-    waits: Callable[[argparse.Namespace], bool] = _always
-    """Whether this command line waits for the database (and so before loading the app)."""
-    fast: Callable[[str, float], int] | None = None
-    """What the command does when the fast path finds the database at head (the head, when
-    the command started), without loading the app."""
-    fast_waits: bool = False
-    """Whether, with the database behind, the fast path takes the migration lock or waits on
-    it, so that only the replica that wins it loads the app."""
 
 
 _APP = ("app", "database_url", "directory", "log_format")
 _CONNECTED = (*_APP, "migration_database_url", "wait_timeout", "allow_newer_database")
-_MIGRATING = (*_CONNECTED, "lock_timeout", "ddl_lock_timeout", "stop_timeout")
+_MIGRATING = (*_CONNECTED, "lock_timeout", "ddl_lock_timeout", "stop_timeout", "lint")
 
 COMMANDS: dict[str, Command] = {
     "run": Command(cmd_run, "wait, migrate under the lock, then exec gunicorn", _MIGRATING,
                    gunicorn=True),
-    "migrate": Command(cmd_migrate, "wait, migrate under the lock, exit", _MIGRATING,
-                       fast=fast_migrate, fast_waits=True),
+    "migrate": Command(cmd_migrate, "wait, migrate under the lock, exit", _MIGRATING),
     "wait": Command(cmd_wait, "wait until the database accepts connections",
                     (*_APP, "migration_database_url", "wait_timeout")),
-    "check": Command(cmd_check, "exit 0 if the database is at head, 5 if not", _CONNECTED,
-                     fast=fast_check),
+    "check": Command(cmd_check, "exit 0 if the database is at head, 5 if not", _CONNECTED),
     "status": Command(cmd_status, "current revisions, heads and pending revisions", _CONNECTED),
-    "sql": Command(cmd_sql, "print the offline SQL for a revision range; never connects", _APP,
-                   waits=lambda args: False),
-    "serve": Command(cmd_serve, "exec gunicorn without migrating", _CONNECTED, gunicorn=True,
-                     waits=lambda args: bool(args.wait_for_head)),
+    "sql": Command(cmd_sql, "print the offline SQL for a revision range; never connects", _APP),
+    "serve": Command(cmd_serve, "exec gunicorn without migrating", _CONNECTED, gunicorn=True),
+    "prepare": Command(cmd_prepare, "load the app once and record what only it knows"
+                       " (migrations, version table, heads) for the fast start; never"
+                       " connects", _APP),
 }
 
 
@@ -182,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(command=name)
         group = sub.add_argument_group(
             "settings (a flag wins over its environment variable, which wins over .flaskenv/.env)")
-        for setting in (setting for setting in SETTINGS if setting.name in command.settings):
+        for setting in SETTINGS:
+            if setting.name not in command.settings or setting.flag is None:
+                continue
             variables = " or ".join(filter(None, (setting.variable, setting.file_variable)))
             help_text = f"{setting.help} [{variables}; default: {setting.default_text}]"
             if setting.switch:
@@ -206,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def version() -> str:
     """The installed distribution's version, or the source tree's."""
-    import importlib.metadata  # 15 ms: only for --version, never on the fast path
+    import importlib.metadata  # 15 ms: only for --version, never on a start
 
     try:
         return importlib.metadata.version("migrate-runner")
@@ -226,58 +197,35 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def run_cli(
-    argv: Sequence[str], export_environment: bool = False,
-    app_loaded: Callable[[], None] | None = None,
-) -> int:
+def run_cli(argv: Sequence[str], export_environment: bool = False) -> int:
     """Run one command line and return its exit code.
 
     With `export_environment` (the console entry point), os.environ becomes the environment
     the settings give the app: .flaskenv/.env and the normalized DATABASE_URL.
-    `app_loaded` is called once the app is loaded, before the command runs.
     """
-    started = time.monotonic()
     arguments = list(argv)
     gunicorn_args: list[str] = []
     if "--" in arguments:
         cut = arguments.index("--")
         arguments, gunicorn_args = arguments[:cut], arguments[cut + 1 :]
-    fast_lock: fastlock.BareLock | None = None
     try:
         # Known before parsing, so that even a usage error comes out in the chosen format.
-        events.format = read_log_format({})
+        events.format = read_log_format(os.environ)
         args = build_parser().parse_args(arguments)
         command = COMMANDS[args.command]
         if gunicorn_args and not command.gunicorn:
             raise ConfigError(f"'runner {args.command}' takes no gunicorn arguments after '--'")
         flags: dict[str, Any] = vars(args)
         flags["gunicorn_args"] = gunicorn_args
-        if command.fast is not None:
-            head = fast_start.fast_head(flags, command.settings, command.fast_waits)
-            if isinstance(head, str):
-                return command.fast(head, started)
-            fast_lock = head
-        # The migration lock the fast path took, for the full path to take over.
-        args.fast_lock = fast_lock
-        options = resolve_options(flags)
-        events.format = options.log_format
+        settings = resolve(flags)
+        events.format = settings.log_format
         if export_environment:
-            apply_environment(options.environment)
+            os.environ.clear()
+            os.environ.update(settings.app_environment)
         # stdout carries the command's result only: what the app prints while it loads
         # and while its env.py runs goes to stderr.
         args.out = sys.stdout
         with contextlib.redirect_stdout(sys.stderr):
-            # Whether the default database has answered already: the command waits for the rest.
-            args.database_answered = fast_lock is not None
-            if command.waits(args) and options.runner_url is not None and fast_lock is None:
-                from runner import wait
-
-                # Before the app is loaded: its factory may query the database.
-                wait.wait_for_url(options.runner_url, options.wait_timeout)
-                args.database_answered = True
-            settings = settings_for(options)
-            if app_loaded is not None:
-                app_loaded()
             return command.run(settings, args)
     except RunnerError as error:
         emit(error.event, error.message, level="error", exit_code=int(error.exit_code),
@@ -289,26 +237,15 @@ def run_cli(
         emit("runner.interrupted", f"stopped by {name}{detail}", level="warning", signal=name)
         return 128 + stop.signum
     except Exception as error:
-        if _lost_database(error):
-            # The database went away after it had answered: the same verdict as never answering.
-            emit("db.unavailable", f"lost the database: {error_text(error)}", level="error",
-                 exit_code=int(ExitCode.DATABASE_UNAVAILABLE))
+        if database.is_connection_error(error):
+            # The database went away after it had answered: the same verdict as never
+            # answering. (A statement of ours that fails is a bug, below.)
+            emit("db.unavailable", f"lost the database: {database.error_text(error)}",
+                 level="error", exit_code=int(ExitCode.DATABASE_UNAVAILABLE))
             return ExitCode.DATABASE_UNAVAILABLE
         emit("runner.crashed", "unexpected error, a bug: please report it with this traceback",
              level="critical", traceback=traceback.format_exc())
         return ExitCode.UNEXPECTED
-    finally:
-        if fast_lock is not None:
-            fast_lock.close()
-
-
-def _lost_database(error: Exception) -> bool:
-    """Whether the database failed us outside an upgrade (which has its own classes): any
-    error of the driver's, such as a connection lost or a session that a proxy in between
-    broke, is the database's verdict, not a bug of ours. SQLAlchemy is looked at only if
-    something already imported it."""
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    return sa_exc is not None and isinstance(error, sa_exc.DBAPIError)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -320,19 +257,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     command's CPU went to the collector at exit. The commands that succeed by exec never
     get here.
     """
-    # Start-up only creates objects that live as long as the process (modules, the app):
-    # no collection until the app is loaded, and those objects are never scanned again.
-    gc.disable()
+    # Start-up creates objects that live as long as the process (modules, the app): collect
+    # rarely, so that loading them is not scanned over and over.
+    gc.set_threshold(50_000, 50, 1_000)
     # The app's own log records, while the runner loads it and migrates, in the runner's format.
     logging.getLogger().addHandler(AppLogHandler())
     with signals.handlers_installed():
-        code = run_cli(sys.argv[1:] if argv is None else argv, export_environment=True,
-                       app_loaded=_collect_from_now_on)
+        code = run_cli(sys.argv[1:] if argv is None else argv, export_environment=True)
     # Only when the runner itself ends: after an exec, gunicorn's exit is gunicorn's to report.
     termination.write_termination_log(code)
     signals.exit_now(code)
-
-
-def _collect_from_now_on() -> None:
-    gc.freeze()
-    gc.enable()

@@ -1,17 +1,16 @@
-"""The runner's own connections: one engine per use, no pool, a bounded connect timeout."""
+"""What a database error means: not up yet, refused us, lost, or something else.
+
+The errors come from any DB-API driver (the runner's bundled ones, the app's own), wrapped
+by SQLAlchemy or not; PEP 249 names their classes, which is what is relied on here.
+"""
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-    from sqlalchemy.engine import URL
-
-# Each attempt must end well inside the wait deadline, so a black-holed host
-# costs one bounded attempt rather than the driver's default of minutes.
 CONNECT_TIMEOUT = 5
+"""Each attempt must end well inside the wait deadline, so a black-holed host costs one
+bounded attempt rather than the driver's default of minutes."""
 
 # Server answers that will not change by retrying: wrong credentials, missing
 # database, no access. PostgreSQL SQLSTATE classes 28 and 3D; MySQL error numbers.
@@ -24,55 +23,6 @@ _PERMANENT_POSTGRESQL_MESSAGES = (
     "permission denied",
     "no password supplied",
 )
-
-
-def attempt_timeout(deadline: float) -> float:
-    """The connect timeout of one attempt within a wait of `deadline` seconds."""
-    return min(CONNECT_TIMEOUT, max(deadline, 1.0))
-
-
-def driver_connect_timeout(backend: str, timeout: float) -> float:
-    """The driver's connect timeout for `timeout` seconds: whole seconds for libpq (which
-    rounds below 2 up to 2) and PyMySQL (at least 1); as given for sqlite3."""
-    if backend == "postgresql":
-        return max(2, int(timeout))
-    if backend in ("mysql", "mariadb"):
-        return max(1, int(timeout))
-    return timeout
-
-
-def create_engine(
-    url: URL,
-    connect_timeout: float = CONNECT_TIMEOUT,
-    extra_connect_args: dict[str, Any] | None = None,
-) -> sa.Engine:
-    """An engine with no pool whose connect() gives up after `connect_timeout` seconds."""
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
-    connect_args: dict[str, Any] = dict(extra_connect_args or {})
-    backend = url.get_backend_name()
-    timeout = driver_connect_timeout(backend, connect_timeout)
-    connect_args["timeout" if backend == "sqlite" else "connect_timeout"] = timeout
-    return sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
-
-
-def is_permanent(error: BaseException) -> bool:
-    """Whether a connection error is the server refusing us, which retrying will not fix."""
-    original = getattr(error, "orig", None) or error
-    module = type(original).__module__
-    if module.startswith("pymysql"):
-        args: tuple[Any, ...] = getattr(original, "args", ())
-        return bool(args) and args[0] in _PERMANENT_MYSQL_ERRORS
-    if module.startswith("psycopg"):
-        sqlstate = getattr(original, "sqlstate", None)
-        if sqlstate:
-            return str(sqlstate).startswith(("28", "3D", "42501"))
-        text = str(original).lower()
-        return any(marker in text for marker in _PERMANENT_POSTGRESQL_MESSAGES)
-    # A SQLite file that cannot be opened stays unopenable: a path or permission problem.
-    return module.startswith("sqlite3")
-
 
 # Errors that mean the connection itself is gone (a restart, a failover, a network cut),
 # not that a statement failed: PostgreSQL SQLSTATE classes 08 and 57P (shutdown);
@@ -89,41 +39,89 @@ _LOST_MESSAGES = (
     "lost connection",
     "server has gone away",
 )
+_CONNECTION_ERROR_CLASSES = ("OperationalError", "InterfaceError")
+"""PEP 249's classes for errors of the connection rather than of a statement."""
+
+MYSQL_DRIVER_MODULES = ("pymysql", "MySQLdb", "mysql", "mariadb")
+"""The top-level modules of the MySQL drivers SQLAlchemy offers."""
+
+
+def attempt_timeout(deadline: float) -> float:
+    """The connect timeout of one attempt within a wait of `deadline` seconds."""
+    return min(CONNECT_TIMEOUT, max(deadline, 1.0))
+
+
+def driver_error(error: BaseException) -> BaseException:
+    """The driver's own exception behind a SQLAlchemy one (or `error` itself)."""
+    return getattr(error, "orig", None) or error
+
+
+def mysql_code(error: BaseException) -> int | None:
+    """A MySQL driver's error number, if `error` is one."""
+    original = driver_error(error)
+    if type(original).__module__.split(".")[0] not in MYSQL_DRIVER_MODULES:
+        return None
+    code = getattr(original, "errno", None)
+    args: tuple[Any, ...] = getattr(original, "args", ())
+    if not isinstance(code, int) and args and isinstance(args[0], int):
+        code = args[0]
+    return code if isinstance(code, int) else None
+
+
+def sqlstate(error: BaseException) -> str:
+    """A PostgreSQL driver's SQLSTATE (psycopg 3 `sqlstate`, psycopg2 `pgcode`), or ''."""
+    original = driver_error(error)
+    return str(getattr(original, "sqlstate", None) or getattr(original, "pgcode", None) or "")
+
+
+def _postgresql(error: BaseException) -> bool:
+    return type(driver_error(error)).__module__.startswith(("psycopg", "pg8000"))
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether a connection error is the server refusing us, which retrying will not fix."""
+    original = driver_error(error)
+    if mysql_code(error) is not None:
+        return mysql_code(error) in _PERMANENT_MYSQL_ERRORS
+    if _postgresql(error):
+        state = sqlstate(error)
+        if state:
+            return state.startswith(("28", "3D", "42501"))
+        text = str(original).lower()
+        return any(marker in text for marker in _PERMANENT_POSTGRESQL_MESSAGES)
+    # A SQLite file that cannot be opened stays unopenable: a path or permission problem.
+    return type(original).__module__.startswith("sqlite3")
 
 
 def is_connection_lost(error: BaseException) -> bool:
     """Whether an error raised mid-upgrade means the database went away, not a bad statement."""
     if getattr(error, "connection_invalidated", False):
         return True
-    original = getattr(error, "orig", None) or error
-    module = type(original).__module__
-    if module.startswith("pymysql"):
-        args: tuple[Any, ...] = getattr(original, "args", ())
-        return bool(args) and args[0] in _LOST_MYSQL_ERRORS
-    sqlstate = str(getattr(original, "sqlstate", None) or "")
-    if sqlstate.startswith(("08", "57P")):
+    code = mysql_code(error)
+    if code is not None:
+        return code in _LOST_MYSQL_ERRORS
+    if sqlstate(error).startswith(("08", "57P")):
         return True
-    text = str(original).lower()
-    return module.startswith("psycopg") and any(marker in text for marker in _LOST_MESSAGES)
+    text = str(driver_error(error)).lower()
+    return _postgresql(error) and any(marker in text for marker in _LOST_MESSAGES)
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether `error` is about the connection (PEP 249's OperationalError and
+    InterfaceError, or the OS's), not about a statement."""
+    if isinstance(error, OSError):
+        return True
+    return any(type(candidate).__name__ in _CONNECTION_ERROR_CLASSES
+               for candidate in (error, driver_error(error)))
 
 
 def is_transient(error: BaseException) -> bool:
     """Whether retrying may succeed: the connection failed or broke, not a refusal."""
-    return isinstance(error, _connection_errors()) and not is_permanent(error)
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    """OSError, and the connection errors of SQLAlchemy and of the bare drivers (the fast
-    path's) among the modules already imported: one never imported raised nothing."""
-    found: list[type[BaseException]] = [OSError]
-    for module in ("sqlalchemy.exc", "psycopg", "pymysql.err"):
-        if module in sys.modules:
-            found += [sys.modules[module].OperationalError, sys.modules[module].InterfaceError]
-    return tuple(found)
+    return is_connection_error(error) and not is_permanent(error)
 
 
 def error_text(error: BaseException) -> str:
     """The driver's own message on one line, without SQLAlchemy's background link."""
-    original = getattr(error, "orig", None) or error
+    original = driver_error(error)
     text = " ".join(str(original).split())
     return text or type(original).__name__

@@ -17,6 +17,7 @@ class ExitCode(enum.IntEnum):
     NOT_AT_HEAD = 5
     REVISIONS_UNUSABLE = 6
     MIGRATION_FAILED = 7
+    UNSAFE_MIGRATION = 8
 
 
 class RunnerError(Exception):
@@ -71,6 +72,13 @@ class MigrationFailed(RunnerError):
 
     exit_code = ExitCode.MIGRATION_FAILED
     event = "migrate.failed"
+
+
+class UnsafeMigration(RunnerError):
+    """The safety check found an error-level finding (`lint`, or RUNNER_LINT=block)."""
+
+    exit_code = ExitCode.UNSAFE_MIGRATION
+    event = "lint.refused"
 
 
 class Interrupted(BaseException):

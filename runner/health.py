@@ -10,22 +10,16 @@ short query per database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from runner.history import History, Verdict
+
 _EXTENSION = "runner.health"
-
-
-@dataclass(frozen=True)
-class _Scripts:
-    heads: frozenset[str]
-    known: frozenset[str]
 
 
 def health_blueprint(name: str = "health") -> Blueprint:
@@ -40,14 +34,14 @@ def health_blueprint(name: str = "health") -> Blueprint:
     def readyz() -> ResponseReturnValue:
         app = current_app
         try:
-            scripts = _scripts(app)
+            history = _history(app)
         except Exception as exc:  # a broken migrations directory: not ready, and say so
             return jsonify(status="unavailable", reason="migration scripts unreadable",
                            error=type(exc).__name__), 503
-        databases = {name: _database_state(engine, scripts, _version_table_opts(app))
+        databases = {name: _database_state(engine, history, _version_table(app))
                      for name, engine in _engines(app)}
         failing = [(name, state) for name, state in databases.items() if "reason" in state]
-        body: dict[str, Any] = {"heads": sorted(scripts.heads), "databases": databases}
+        body: dict[str, Any] = {"heads": sorted(history.heads), "databases": databases}
         if failing:
             name, state = failing[0]
             return jsonify(status="unavailable", reason=state["reason"], database=name,
@@ -57,16 +51,16 @@ def health_blueprint(name: str = "health") -> Blueprint:
     return blueprint
 
 
-def _scripts(app: Flask) -> _Scripts:
+def _history(app: Flask) -> History:
     """The app's migration heads and every revision its scripts know, read once per app."""
-    cached: _Scripts | None = app.extensions.get(_EXTENSION)
+    cached: History | None = app.extensions.get(_EXTENSION)
     if cached is None:
         migrate = app.extensions["migrate"]
         # The directory of this app's Migrate: get_config() alone would take the one
         # of whichever app called init_app last.
         script = ScriptDirectory.from_config(migrate.migrate.get_config(migrate.directory))
-        cached = _Scripts(heads=frozenset(script.get_heads()),
-                          known=frozenset(rev.revision for rev in script.walk_revisions()))
+        cached = History(heads=frozenset(script.get_heads()),
+                         known=frozenset(rev.revision for rev in script.walk_revisions()))
         app.extensions[_EXTENSION] = cached
     return cached
 
@@ -79,27 +73,30 @@ def _engines(app: Flask) -> list[tuple[str, sa.engine.Engine]]:
 
 
 def _database_state(
-    engine: sa.engine.Engine, scripts: _Scripts, opts: dict[str, Any]
+    engine: sa.engine.Engine, history: History, table: sa.TableClause
 ) -> dict[str, Any]:
-    """One database's revisions; with a `reason` when it is not ready."""
+    """One database's revisions; with a `reason` when it is not ready. A newer release's
+    revision (ahead) is ready: this one keeps serving until it is replaced."""
     try:
         with engine.connect() as connection:
+            # No version table yet: nothing applied.
             current = frozenset(
-                MigrationContext.configure(connection, opts=opts).get_current_heads())
+                connection.scalars(sa.select(table.c.version_num))
+                if connection.dialect.has_table(connection, table.name, schema=table.schema)
+                else ())
     except sa.exc.SQLAlchemyError as exc:
         return {"reason": "database unreachable", "error": type(exc).__name__}
     state: dict[str, Any] = {"current": sorted(current)}
-    # Revisions these scripts do not know were applied by a newer release: this one
-    # keeps serving until it is replaced.
-    if current and current.isdisjoint(scripts.known):
+    verdict = history.verdict(current)
+    if verdict is Verdict.AHEAD:
         return {**state, "ahead": True}
-    if current != scripts.heads:
+    if verdict is Verdict.BEHIND:
         return {**state, "reason": "database not at head"}
     return state
 
 
-def _version_table_opts(app: Flask) -> dict[str, Any]:
-    """The version table options the app gave Migrate, for MigrationContext."""
-    configure_args = app.extensions["migrate"].configure_args
-    return {key: configure_args[key] for key in ("version_table", "version_table_schema")
-            if configure_args.get(key) is not None}
+def _version_table(app: Flask) -> sa.TableClause:
+    """The version table the app gave Migrate (Flask-Migrate's env.py passes it to Alembic)."""
+    arguments = app.extensions["migrate"].configure_args
+    return sa.table(arguments.get("version_table") or "alembic_version",
+                    sa.column("version_num"), schema=arguments.get("version_table_schema"))

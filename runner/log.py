@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
+from runner.urls import written_password
+
 # env.py runs logging.config.fileConfig() on every Alembic command; the runner points
 # it at this file so Alembic's own lines come out through the runner's format too.
 ALEMBIC_LOGGING_INI = Path(__file__).with_name("alembic_logging.ini")
@@ -51,23 +53,16 @@ class EventLog:
         so that an unencoded '@', ':' or '/' in it cannot cut it short, and a URL that does
         not parse at all is masked too.
         """
-        if not url or "://" not in url:
+        written = written_password(url or "")
+        if not written:
             return
-        rest = url.split("://", 1)[1]
-        if "@" not in rest:
-            return
-        userinfo = rest[: rest.rindex("@")]
-        if ":" not in userinfo:
-            return
-        written = userinfo.split(":", 1)[1]
         decoded = urllib.parse.unquote(written)
         # A parser that chokes mid-password quotes the rest of it up to the host.
         self._tails.update(written[start:] for start in range(1, len(written) - 2))
         for form in (written, decoded):
-            variants = [form, urllib.parse.quote(form, safe=""), urllib.parse.quote_plus(form)]
-            if "sqlalchemy" in sys.modules:
-                # How SQLAlchemy renders it; the fast path never loads SQLAlchemy to render it.
-                variants.append(_sqlalchemy_quoted(form))
+            # As written, percent-encoded, form-encoded, and as SQLAlchemy renders it.
+            variants = [form, urllib.parse.quote(form, safe=""), urllib.parse.quote_plus(form),
+                        urllib.parse.quote(form, safe=" +")]
             for variant in variants:
                 self.add_secret(variant)
                 # configparser's escaping, as Flask-Migrate's env.py writes the URL.
@@ -122,15 +117,6 @@ def _masked(log: EventLog, value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _masked(log, item) for key, item in value.items()}
     return value
-
-
-def _sqlalchemy_quoted(password: str) -> str:
-    """The password as SQLAlchemy writes it in a rendered URL."""
-    from sqlalchemy.engine import URL
-
-    rendered = URL.create("x", username="u", password=password, host="h")
-    text = rendered.render_as_string(hide_password=False)
-    return text[len("x://u:") : text.rindex("@h")]
 
 
 def _text_value(value: Any) -> str:

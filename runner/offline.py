@@ -13,16 +13,14 @@ from alembic.util import CommandError
 
 from runner.errors import ConfigError
 from runner.log import preserved_logging
-from runner.revisions import Migrations, load_migrations, run_upgrade
-from runner.settings import Settings
+from runner.revisions import Migrations, run_upgrade
 
 
 def write_sql(
-    settings: Settings, out: TextIO, from_revision: str | None = None,
+    migrations: Migrations, out: TextIO, from_revision: str | None = None,
     to_revision: str | None = None,
 ) -> None:
     """Write the SQL that upgrades from `from_revision` (base) to `to_revision` (head) to `out`."""
-    migrations = load_migrations(settings)
     for flag, revision in (("--from", from_revision), ("--to", to_revision)):
         if revision is not None:
             try:
@@ -38,7 +36,7 @@ def write_sql(
     # directory instead of to the buffer: run it in a scratch directory and collect them.
     with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
         try:
-            with preserved_logging(), settings.app.app_context():
+            with preserved_logging(), migrations.app.flask_app.app_context():
                 run_upgrade(migrations, to_revision or "head", from_revision, sql=True)
         except (CommandError, NotImplementedError, sa.exc.SQLAlchemyError, ValueError) as exc:
             raise ConfigError(

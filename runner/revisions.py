@@ -17,9 +17,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
+from runner.app import LoadedApp, load_app
+from runner.drivers import VersionTable
 from runner.errors import NotAtHead, RevisionsUnusable
-from runner.log import ALEMBIC_LOGGING_INI, emit, preserved_logging
-from runner.settings import Settings, describe_url
+from runner.history import History, Verdict, judge_newer
+from runner.log import ALEMBIC_LOGGING_INI, preserved_logging
+from runner.settings import Settings
+from runner.urls import DatabaseUrl
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,9 @@ class DatabaseRevisions:
 
     name: str
     current: tuple[str, ...]
-    version_table: str
-    version_table_schema: str | None
+    version_table: VersionTable
+    url: DatabaseUrl | None = None
+    """Where env.py connected (None offline)."""
     ahead: tuple[str, ...] = ()
     """Revisions the scripts do not know, taken as newer (RUNNER_ALLOW_NEWER_DATABASE)."""
 
@@ -44,8 +49,8 @@ class RevisionState:
 
     @property
     def at_head(self) -> bool:
-        """Whether every database is at the scripts' head."""
-        return all(db.ahead or set(db.current) == set(self.heads) for db in self.databases)
+        """Whether every database is at the scripts' head (or allowed ahead of it)."""
+        return not self.pending
 
     @property
     def current(self) -> tuple[str, ...]:
@@ -57,22 +62,40 @@ class RevisionState:
 class Migrations:
     """The app's Alembic config and its migration scripts, read once per command."""
 
+    app: LoadedApp
     config: Config
     script: ScriptDirectory
 
+    @property
+    def history(self) -> History:
+        """The scripts' head and every revision they know."""
+        return History(heads=frozenset(self.script.get_heads()),
+                       known=frozenset(rev.revision for rev in self.script.walk_revisions()))
 
-def load_migrations(settings: Settings) -> Migrations:
+    @property
+    def version_table(self) -> VersionTable:
+        """The version table the app gives Migrate (env.py passes it to Alembic)."""
+        arguments = self.app.extension.configure_args
+        return VersionTable(arguments.get("version_table") or "alembic_version",
+                            arguments.get("version_table_schema"))
+
+
+def load(settings: Settings) -> Migrations:
+    """Load the app and read its migration scripts."""
+    return load_migrations(load_app(settings))
+
+
+def load_migrations(app: LoadedApp) -> Migrations:
     """Build the app's Alembic config and read its scripts; RevisionsUnusable on several heads."""
-    config = alembic_config(settings)
-    return Migrations(config=config, script=script_directory(config))
+    config = alembic_config(app)
+    return Migrations(app=app, config=config, script=script_directory(config))
 
 
-def alembic_config(settings: Settings) -> Config:
-    """The Alembic config the app's Migrate builds, with its logging routed to the runner."""
-    with settings.app.app_context():
-        config: Config = settings.app.extensions["migrate"].migrate.get_config(
-            str(settings.migrations_directory)
-        )
+def alembic_config(app: LoadedApp) -> Config:
+    """The Alembic config the app's Migrate builds (its configure callbacks included), with
+    its logging routed to the runner."""
+    with app.flask_app.app_context():
+        config: Config = app.extension.migrate.get_config(str(app.migrations_directory))
     # Read the app's alembic.ini before env.py's fileConfig() is pointed elsewhere.
     config.file_config  # noqa: B018
     config.config_file_name = str(ALEMBIC_LOGGING_INI)
@@ -124,7 +147,7 @@ def _failing_file(exc: BaseException, config: Config) -> str:
     return inside[-1] if inside else directory
 
 
-def read_state(settings: Settings, migrations: Migrations) -> RevisionState:
+def read_state(migrations: Migrations, allow_newer: bool = False) -> RevisionState:
     """Read every database's revisions through env.py, without changing anything."""
     script = migrations.script
     databases: list[DatabaseRevisions] = []
@@ -132,25 +155,24 @@ def read_state(settings: Settings, migrations: Migrations) -> RevisionState:
     def record(current: Sequence[str], context: MigrationContext) -> list[Any]:
         # Alembic passes the revisions it has just read from the version table.
         connection = context.connection
-        name = describe_url(connection.engine.url) if connection is not None else "offline"
-        databases.append(
-            DatabaseRevisions(
-                name=name,
-                current=tuple(current),
-                version_table=context.version_table,
-                version_table_schema=context.version_table_schema,
-            )
-        )
+        url = (DatabaseUrl.from_sqlalchemy(connection.engine.url)
+               if connection is not None else None)
+        databases.append(DatabaseRevisions(
+            name=url.describe() if url else "offline", current=tuple(current),
+            version_table=VersionTable(context.version_table, context.version_table_schema),
+            url=url,
+        ))
         return []
 
-    with _quiet_alembic(), preserved_logging(), settings.app.app_context():
-        with EnvironmentContext(migrations.config, script, fn=record, dont_mutate=True):
-            script.run_env()
-        # The app's pools would keep the connection env.py used: a waiter or a no-op must
-        # hold none besides the lock's (every replica of a rollout starts at once).
-        for engine in settings.app.extensions["migrate"].db.engines.values():
-            engine.dispose()
-    return state_of(script, databases, settings.allow_newer_database)
+    with _quiet_alembic(), preserved_logging(), migrations.app.flask_app.app_context():
+        try:
+            with EnvironmentContext(migrations.config, script, fn=record, dont_mutate=True):
+                script.run_env()
+        finally:
+            # The app's pools would keep the connection env.py used: a waiter or a no-op
+            # holds none besides the lock's (every replica of a rollout starts at once).
+            migrations.app.dispose_engines()
+    return state_of(migrations.history, script, databases, allow_newer)
 
 
 def started_revisions(record: logging.LogRecord) -> tuple[str, ...]:
@@ -192,27 +214,18 @@ def require_head(state: RevisionState) -> None:
 
 
 def state_of(
-    script: ScriptDirectory, databases: Sequence[DatabaseRevisions], allow_newer: bool = False
+    history: History, script: ScriptDirectory, databases: Sequence[DatabaseRevisions],
+    allow_newer: bool = False,
 ) -> RevisionState:
-    """Check each database's revisions against the scripts; RevisionsUnusable if one is unknown."""
-    heads = tuple(script.get_heads())
+    """Check each database's revisions against the scripts; RevisionsUnusable if one is
+    ahead of them and that is not allowed."""
     checked = []
     for db in databases:
-        unknown = tuple(rev for rev in db.current if not _known(script, rev))
-        if unknown and not allow_newer:
-            raise RevisionsUnusable(
-                f"{db.name} is at revision {', '.join(unknown)}, which these migration scripts"
-                " do not have: this image is older than the database (a newer release migrated"
-                " it); deploy that release, or set RUNNER_ALLOW_NEWER_DATABASE=true to run"
-                " this older release against it without migrating",
-                revisions=list(unknown),
-            )
-        if unknown:
-            emit("revisions.newer", f"{db.name} is at {', '.join(unknown)}, newer than these"
-                 " scripts: taken as at head (RUNNER_ALLOW_NEWER_DATABASE)", level="warning",
-                 revisions=list(unknown))
-            db = dataclasses.replace(db, ahead=unknown)
+        if history.verdict(db.current) is Verdict.AHEAD:
+            judge_newer(db.name, history, db.current, allow_newer)
+            db = dataclasses.replace(db, ahead=history.unknown(db.current))
         checked.append(db)
+    heads = tuple(script.get_heads())
     pending: dict[str, Script] = {}
     for db in checked:
         if db.ahead:
@@ -238,12 +251,6 @@ def _quiet_alembic() -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeFilter(warnings_only)
-
-
-def _known(script: ScriptDirectory, revision: str) -> bool:
-    with contextlib.suppress(CommandError):
-        return script.get_revision(revision) is not None
-    return False
 
 
 def _pending(script: ScriptDirectory, current: tuple[str, ...]) -> Iterator[Script]:

@@ -18,60 +18,84 @@ import tenacity
 from runner import database, signals, wait
 from runner.errors import ConfigError, NotAtHead
 from runner.log import emit
-from runner.revisions import RevisionState, load_migrations, read_state
-from runner.settings import Settings
+from runner.settings import DEFAULT_PORT, Settings
 
 MAX_POLL_INTERVAL = 1.0
 """The cap on the pause between two readings of the revisions, in seconds (plus jitter)."""
 
 
-def wait_for_head(
-    settings: Settings, sleep: Callable[[float], None] = signals.sleep,
-    default_answered: bool = False,
-) -> RevisionState:
-    """Wait for the database, then poll until it is at head; NotAtHead after the wait timeout.
+def wait_for_head(settings: Settings, sleep: Callable[[float], None] = signals.sleep) -> None:
+    """Wait for the database, then poll until it is at head (or ahead, where allowed);
+    NotAtHead when the wait timeout (from the start) runs out. With a valid manifest, one
+    query a poll on the runner's connection; else through the app's env.py."""
+    from runner.history import Verdict, judge_newer
+    from runner.migration import load
+    from runner.revisions import read_state
+    from runner.target import target_for
 
-    `default_answered`: as for wait.wait_for_database (the CLI waited before loading the app).
-    """
-    started = time.monotonic()
-    wait.wait_for_database(settings, sleep, default_answered=default_answered)
-    timeout = max(0.0, settings.wait_timeout - (time.monotonic() - started))
-    migrations = load_migrations(settings)
+    target = target_for(settings, load)
+    with wait.connected(settings, target.url, target.table, target.source, sleep) as driver:
+        history = target.history
+        if history is not None:
+            def reading() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+                current = driver.read_versions(target.table)
+                verdict = history.verdict(current)
+                if verdict is Verdict.AHEAD:
+                    judge_newer(target.url.describe(), history, current,
+                                settings.allow_newer_database)
+                behind = () if verdict is not Verdict.BEHIND else tuple(sorted(
+                    history.heads))
+                return current, tuple(sorted(history.heads)), behind
+        else:
+            migrations = target.migrations or load(settings)
+
+            def reading() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+                state = read_state(migrations, settings.allow_newer_database)
+                pending = tuple(script.revision for script in state.pending)
+                return state.current, state.heads, pending
+
+        _poll_until_head(settings, reading, sleep)
+
+
+def _poll_until_head(
+    settings: Settings,
+    reading: Callable[[], tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]],
+    sleep: Callable[[float], None],
+) -> None:
+    """Poll `reading()` (current, heads, pending) until nothing is pending."""
 
     def log_waiting(retry: tenacity.RetryCallState) -> None:
         if retry.outcome is not None and retry.outcome.failed:
             wait.log_waiting(retry)
         elif retry.attempt_number == 1 and retry.outcome is not None:
-            state: RevisionState = retry.outcome.result()
-            pending = ", ".join(script.revision for script in state.pending)
-            emit("serve.waiting", f"waiting for the database to reach head {', '.join(state.heads)}"
-                 f" ({len(state.pending)} pending: {pending}); another process migrates it",
-                 current=list(state.current), heads=list(state.heads))
+            current, heads, _ = retry.outcome.result()
+            emit("serve.waiting", f"waiting for the database to reach head {', '.join(heads)}"
+                 f" (at {', '.join(current) or 'base'}); another process migrates it",
+                 current=list(current), heads=list(heads))
 
     try:
-        state = tenacity.Retrying(
-            stop=tenacity.stop_after_delay(timeout),
+        current, heads, _ = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(settings.remaining(settings.wait_timeout)),
             wait=tenacity.wait_exponential(multiplier=0.1, max=MAX_POLL_INTERVAL)
             + tenacity.wait_random(0, 0.1),
             # A restart or failover while we poll is waited out like a slow migration.
-            retry=tenacity.retry_if_result(lambda state: not state.at_head)
+            retry=tenacity.retry_if_result(lambda result: bool(result[2]))
             | tenacity.retry_if_exception(database.is_transient),
             before_sleep=log_waiting,
             sleep=sleep,
-        )(read_state, settings, migrations)
+        )(reading)
     except tenacity.RetryError as timed_out:
         # The database's own error, when the last reading failed: exit 3 as for any wait.
-        state = timed_out.last_attempt.result()
+        current, heads, _ = timed_out.last_attempt.result()
         raise NotAtHead(
-            f"the database did not reach head {', '.join(state.heads)} within"
-            f" {settings.wait_timeout:g}s"
-            f" (it is at {', '.join(state.current) or 'base'}): is the migration Job or init"
-            " container running? raise --wait-timeout/RUNNER_WAIT_TIMEOUT to wait longer",
-            current=list(state.current), heads=list(state.heads),
+            f"the database did not reach head {', '.join(heads)} within"
+            f" {settings.wait_timeout:g}s (it is at {', '.join(current) or 'base'}): is the"
+            " migration Job or init container running? raise"
+            " --wait-timeout/RUNNER_WAIT_TIMEOUT to wait longer",
+            current=list(current), heads=list(heads),
         ) from None
-    emit("serve.at_head", f"the database is at head {', '.join(state.heads)}",
-         waited=round(time.monotonic() - started, 3))
-    return state
+    emit("serve.at_head", f"the database is at head {', '.join(heads)}",
+         waited=round(time.monotonic() - settings.started, 3))
 
 
 DEFAULT_GUNICORN_CONFIG = "python:runner.gunicorn_config"
@@ -79,15 +103,24 @@ DEFAULT_GUNICORN_CONFIG = "python:runner.gunicorn_config"
 
 
 def gunicorn_argv(settings: Settings) -> list[str]:
-    """gunicorn's argv: the operator's options, then the app; the bind comes from PORT."""
+    """gunicorn's argv: the operator's options, then the app, which runner.wsgi loads in
+    each worker as `flask` loads it; the bind comes from PORT."""
     config = [] if has_gunicorn_config(settings) else ["-c", DEFAULT_GUNICORN_CONFIG]
-    return ["gunicorn", *config, *settings.gunicorn_args, settings.gunicorn_app]
+    app = f"runner.wsgi:serve({settings.app!r})" if settings.app else "runner.wsgi:serve()"
+    return ["gunicorn", *config, *settings.gunicorn_args, app]
+
+
+def exec_environment(settings: Settings) -> dict[str, str]:
+    """gunicorn's environment: the app's (DATABASE_URL as the app serves it), PORT, and the
+    log format, which the default config and runner.wsgi follow."""
+    return {"PORT": DEFAULT_PORT, **settings.environment,
+            "RUNNER_LOG_FORMAT": settings.log_format}
 
 
 def has_gunicorn_config(settings: Settings) -> bool:
     """Whether gunicorn has a config of the app's: -c/--config given, or ./gunicorn.conf.py."""
     args = [*settings.gunicorn_args,
-            *shlex.split(settings.exec_environment.get("GUNICORN_CMD_ARGS", ""))]
+            *shlex.split(settings.environment.get("GUNICORN_CMD_ARGS", ""))]
     return (any(arg.startswith(("-c", "--config")) for arg in args)
             or Path("gunicorn.conf.py").is_file())
 
@@ -95,8 +128,9 @@ def has_gunicorn_config(settings: Settings) -> bool:
 def gunicorn_bind(settings: Settings) -> list[str]:
     """The addresses gunicorn will bind, as it decides: its flags, GUNICORN_CMD_ARGS, PORT."""
     parser = gunicorn.config.Config().parser()
+    environment = exec_environment(settings)
     sources = [list(settings.gunicorn_args),
-               shlex.split(settings.exec_environment.get("GUNICORN_CMD_ARGS", ""))]
+               shlex.split(environment.get("GUNICORN_CMD_ARGS", ""))]
     for args in sources:
         # Quiet: --help, --version or a bad flag are for gunicorn itself to answer.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -106,8 +140,7 @@ def gunicorn_bind(settings: Settings) -> list[str]:
                 continue
         if bind:
             return list(bind)
-    port = settings.exec_environment.get("PORT")
-    return [f"0.0.0.0:{port}"] if port else ["127.0.0.1:8000"]
+    return [f"0.0.0.0:{environment['PORT']}"]
 
 
 def exec_gunicorn(settings: Settings) -> NoReturn:
@@ -116,16 +149,12 @@ def exec_gunicorn(settings: Settings) -> NoReturn:
     # The gunicorn beside this interpreter belongs to the same virtualenv as the app.
     beside = Path(sys.executable).with_name("gunicorn")
     executable = str(beside) if beside.is_file() else "gunicorn"
-    with settings.app.app_context():
-        for engine in settings.app.extensions["migrate"].db.engines.values():
-            engine.dispose()
     bind = gunicorn_bind(settings)
     emit("serve.exec", f"exec {' '.join(argv)} (binding {', '.join(bind)})", argv=argv,
          bind=bind)
     try:
         # The default config formats gunicorn's logs as the runner's, flag or variable.
-        os.execvpe(executable, argv,
-                   {**settings.exec_environment, "RUNNER_LOG_FORMAT": settings.log_format})
+        os.execvpe(executable, argv, exec_environment(settings))
     except OSError as exc:
         raise ConfigError(
             f"cannot exec gunicorn ({exc.strerror}): install gunicorn in the app's environment"

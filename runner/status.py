@@ -1,24 +1,51 @@
-"""The revision state as a person reads it, and as JSON for scripts."""
+"""`check` and `status`: where the databases stand, as a person reads it and as JSON."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner.locks import Holder
-from runner.migration import open_migration_lock
-from runner.revisions import RevisionState
+from runner import wait
+from runner.drivers import Holder
+from runner.history import Verdict, judge_newer
+from runner.migration import load
 from runner.settings import Settings
+from runner.target import target_for
+
+if TYPE_CHECKING:
+    from runner.revisions import RevisionState
 
 
-def migration_holder(settings: Settings, state: RevisionState) -> Holder | None:
-    """Who holds the migration lock, i.e. runs a migration right now; None when nobody."""
-    try:
-        lock = open_migration_lock(settings, state)
-    except OSError:
-        # A SQLite lock file this process may not create: reading the state needs no more.
-        return None
-    with lock:
-        return lock.holder()
+def check(settings: Settings) -> tuple[str, ...]:
+    """The heads when every database is at head; NotAtHead (naming what is pending) if not.
+    With a valid manifest, one query at head; behind, the app tells what is pending."""
+    target = target_for(settings, load)
+    with wait.connected(settings, target.url, target.table, target.source) as driver:
+        if target.history is not None:
+            current = wait.retry_policy(settings.remaining(settings.wait_timeout))(
+                driver.read_versions, target.table)
+            verdict = target.history.verdict(current)
+            if verdict is Verdict.AHEAD:
+                judge_newer(target.url.describe(), target.history, current,
+                            settings.allow_newer_database)
+            if verdict is not Verdict.BEHIND:
+                return tuple(sorted(target.history.heads))
+        from runner.revisions import read_state, require_head
+
+        migrations = target.migrations or load(settings)
+        state = read_state(migrations, settings.allow_newer_database)
+    require_head(state)
+    return state.heads
+
+
+def read_status(settings: Settings) -> tuple[RevisionState, Holder | None]:
+    """Every database's revisions, and who holds the migration lock (None: nobody)."""
+    from runner.revisions import read_state
+
+    target = target_for(settings, load)
+    with wait.connected(settings, target.url, target.table, target.source) as driver:
+        migrations = target.migrations or load(settings)
+        state = read_state(migrations, settings.allow_newer_database)
+        return state, driver.holder()
 
 
 def status_json(state: RevisionState, migration: Holder | None = None) -> dict[str, Any]:

@@ -22,11 +22,13 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import tenacity
+from sqlalchemy.engine import Engine
 
 from runner import database
-from runner.errors import ConfigError, LockTimeout, MigrationFailed
+from runner.drivers import Driver
+from runner.errors import LockTimeout, MigrationFailed
 from runner.log import emit
-from runner.revisions import started_revisions
+from runner.revisions import Migrations, started_revisions
 from runner.settings import Settings
 
 T = TypeVar("T")
@@ -97,15 +99,18 @@ class StepWatch:
 
 def upgrade_with_retries(
     settings: Settings,
+    migrations: Migrations,
+    driver: Driver,
     upgrade: Callable[[], T],
-    deadline: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run `upgrade` with the DDL lock timeout set, retrying table-lock timeouts until `deadline`.
+    """Run `upgrade` with the DDL lock timeout set on the app's engines, retrying table-lock
+    timeouts until RUNNER_LOCK_TIMEOUT (from the start) runs out.
 
-    `deadline` is on the `time.monotonic()` clock. Raises TableLockTimeout when the retries
-    run out, MigrationFailed when a timed-out revision cannot be retried safely.
+    Raises TableLockTimeout when the retries run out, MigrationFailed when a timed-out
+    revision cannot be retried safely (naming what it left, read on `driver`).
     """
+    deadline = settings.started + settings.lock_timeout
     watch = StepWatch()
 
     def attempt() -> T:
@@ -150,104 +155,122 @@ def upgrade_with_retries(
         sleep=sleep,
         reraise=True,
     )
-    with _watched(settings, watch):
+    with _watched(settings, migrations, watch):
         try:
             return retrying(attempt)
         except _TableLockWait as wait:
             if wait.retryable:
                 raise _exhausted(settings, wait, retrying, time.monotonic() - started) from None
-            raise _not_retried(settings, wait) from None
+            raise _not_retried(settings, wait, driver) from None
 
 
 def is_table_lock_timeout(error: BaseException | None) -> bool:
     """Whether a database error is a statement giving up on a lock (55P03, MySQL 1205)."""
-    original = getattr(error, "orig", None) or error
-    module = type(original).__module__
-    if module.startswith("psycopg"):
-        # psycopg 3 calls it sqlstate, psycopg2 pgcode.
-        sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-        return sqlstate == _POSTGRESQL_LOCK_NOT_AVAILABLE
-    if module.startswith(("pymysql", "MySQLdb", "mysql")):
-        args: tuple[Any, ...] = getattr(original, "args", ())
-        return bool(args) and args[0] == _MYSQL_LOCK_WAIT_TIMEOUT
-    return False
+    if error is None:
+        return False
+    return (database.sqlstate(error) == _POSTGRESQL_LOCK_NOT_AVAILABLE
+            or database.mysql_code(error) == _MYSQL_LOCK_WAIT_TIMEOUT)
+
+
+_MARK = "runner.lock_timeout"
+"""Where a connection records how it got the DDL lock timeout (its pool entry's info)."""
+
+
+class _SafetyNets:
+    """The DDL lock timeout, given to every connection any engine opens during the upgrade:
+    the app's, and one env.py builds itself (Flask-Migrate 2's `engine_from_config`).
+
+    PostgreSQL: a startup option (a RESET in a revision returns to it); through a pooler
+    that refuses startup options (PgBouncer), `SET LOCAL` at the start of each transaction.
+    MySQL/MariaDB: `SET SESSION lock_wait_timeout` as the connection opens. A statement on
+    a connection that did not get it (a connection made outside SQLAlchemy's connect, say)
+    is reported once: `ddl.lock_timeout_unavailable`.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.warned = False
+        self.milliseconds = max(1, round(timeout * 1000))
+
+    def do_connect(self, dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        """DialectEvents.do_connect: open the connection with the timeout (and, psycopg, no
+        server-side prepared statements, which a pooler would hand to other sessions)."""
+        if dialect.name == "postgresql":
+            if dialect.driver == "psycopg":
+                cparams.setdefault("prepare_threshold", None)
+            with_option = {**cparams, "options": " ".join(filter(None, (
+                cparams.get("options"), f"-c lock_timeout={self.milliseconds}")))}
+            try:
+                connection = dialect.connect(*cargs, **with_option)
+                record.info[_MARK] = "startup"
+            except Exception as error:  # the driver's OperationalError
+                if _REJECTED_OPTION not in str(error):
+                    raise
+                connection = dialect.connect(*cargs, **cparams)
+                record.info[_MARK] = "transaction"
+            return connection
+        if dialect.name in ("mysql", "mariadb"):
+            connection = dialect.connect(*cargs, **cparams)
+            # Whole seconds, at least 1. Metadata locks only (what DDL waits on, and what
+            # queues the app's readers); innodb_lock_wait_timeout stays the server's.
+            with contextlib.closing(connection.cursor()) as cursor:
+                cursor.execute(f"SET SESSION lock_wait_timeout = {max(1, math.ceil(self.timeout))}")
+            record.info[_MARK] = "session"
+            return connection
+        return None
+
+    def begin(self, connection: sa.Connection) -> None:
+        """ConnectionEvents.begin: a pooled PostgreSQL connection gets it per transaction."""
+        if connection.info.get(_MARK) == "transaction":
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {self.milliseconds}")
+
+    def before_execute(self, connection: sa.Connection, *args: Any) -> None:
+        """before_cursor_execute: say once when a statement runs without the timeout."""
+        if self.warned or connection.dialect.name not in ("postgresql", "mysql", "mariadb"):
+            return
+        if _MARK not in connection.info:
+            self.warned = True
+            emit("ddl.lock_timeout_unavailable", "a migration statement runs on a connection"
+                 " opened without RUNNER_DDL_LOCK_TIMEOUT (env.py makes its connection in a way"
+                 " the runner cannot reach): it may wait on table locks without limit; let"
+                 " env.py connect through the app's engine or an engine it creates",
+                 level="warning")
 
 
 @contextlib.contextmanager
 def lock_timeout_on_connect(engines: list[sa.Engine], timeout: float) -> Iterator[None]:
-    """While inside, every new connection of `engines` opens with the DDL lock timeout.
+    """While inside, every connection any engine opens gets the DDL lock timeout (0: none).
 
-    Each pool is emptied on entry, so no connection opened without the timeout is reused,
-    and on exit, so the app never gets one that has it. 0 sets nothing.
+    `engines` (the app's) are emptied on entry, so no connection opened without the timeout
+    is reused, and on exit, so the app never gets one that has it.
     """
-    installed: list[tuple[sa.Engine, str, Callable[..., Any]]] = []
     for engine in engines:
-        listener = _connect_listener(engine.dialect.name, timeout)
-        if listener is None:
-            continue
-        name, function = listener
         engine.dispose()
-        sa.event.listen(engine, name, function)
-        installed.append((engine, name, function))
-    try:
+    with contextlib.ExitStack() as stack:
+        for engine in engines:
+            stack.callback(engine.dispose)
+        if timeout > 0:
+            nets = _SafetyNets(timeout)
+            for name, function in (("do_connect", nets.do_connect), ("begin", nets.begin),
+                                   ("before_cursor_execute", nets.before_execute)):
+                sa.event.listen(Engine, name, function)
+                stack.callback(sa.event.remove, Engine, name, function)
         yield
-    finally:
-        for engine, name, function in installed:
-            sa.event.remove(engine, name, function)
-            engine.dispose()
-
-
-def _connect_listener(dialect: str, timeout: float) -> tuple[str, Callable[..., Any]] | None:
-    """The engine event and its listener that give a new connection the lock timeout."""
-    if timeout <= 0:
-        return None
-    if dialect == "postgresql":
-        # A startup option, not a SET: a RESET or SET LOCAL in a revision returns to it.
-        option = f"-c lock_timeout={max(1, round(timeout * 1000))}"
-
-        def postgresql(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
-            cparams["options"] = " ".join(filter(None, (cparams.get("options"), option)))
-            try:
-                return dialect.connect(*cargs, **cparams)
-            except Exception as error:  # the driver's OperationalError (psycopg or psycopg2)
-                if _REJECTED_OPTION not in str(error):
-                    raise
-                # PgBouncer and other poolers refuse the startup parameter that carries it.
-                raise ConfigError(
-                    "the migration connection goes through a pooler (such as PgBouncer) that"
-                    " rejects the startup option carrying RUNNER_DDL_LOCK_TIMEOUT: point"
-                    " MIGRATION_DATABASE_URL (or --migration-database-url) at the database"
-                    " directly"
-                ) from None
-
-        return "do_connect", postgresql
-    if dialect in ("mysql", "mariadb"):
-        # Whole seconds, at least 1. Metadata locks only (what DDL waits on, and what queues
-        # the app's readers); innodb_lock_wait_timeout, for row locks, stays the server's.
-        statement = f"SET SESSION lock_wait_timeout = {max(1, math.ceil(timeout))}"
-
-        def mysql(connection: Any, record: Any) -> None:
-            with contextlib.closing(connection.cursor()) as cursor:
-                cursor.execute(statement)
-
-        # After the app's own init_command, on every new connection.
-        return "connect", mysql
-    return None
 
 
 @contextlib.contextmanager
-def _watched(settings: Settings, watch: StepWatch) -> Iterator[None]:
-    """Install the lock timeout and the step watch on the app's engines, for the upgrade only."""
-    with settings.app.app_context():
-        engines = list(dict.fromkeys(settings.app.extensions["migrate"].db.engines.values()))
+def _watched(settings: Settings, migrations: Migrations, watch: StepWatch) -> Iterator[None]:
+    """The lock timeout and the step watch, for the upgrade only, on every engine."""
+    app = migrations.app.flask_app
+    with app.app_context():
+        engines = list(dict.fromkeys(app.extensions["migrate"].db.engines.values()))
     logger = logging.getLogger("alembic.runtime.migration")
     with contextlib.ExitStack() as stack:
         stack.enter_context(lock_timeout_on_connect(engines, settings.ddl_lock_timeout))
-        for engine in engines:
-            for name, function in (("before_cursor_execute", watch.before_execute),
-                                   ("commit", watch.committed)):
-                sa.event.listen(engine, name, function)
-                stack.callback(sa.event.remove, engine, name, function)
+        for name, function in (("before_cursor_execute", watch.before_execute),
+                               ("commit", watch.committed)):
+            sa.event.listen(Engine, name, function)
+            stack.callback(sa.event.remove, Engine, name, function)
         # A filter, not a handler: env.py's fileConfig() strips this logger's handlers.
         logger.addFilter(watch.filter)
         stack.callback(logger.removeFilter, watch.filter)
@@ -275,8 +298,8 @@ class _TableLockWait(Exception):
 
 
 def _dialect(error: BaseException | None) -> str:
-    original = getattr(error, "orig", None) or error
-    return "postgresql" if type(original).__module__.startswith("psycopg") else "mysql"
+    return "mysql" if error is not None and database.mysql_code(error) is not None else (
+        "postgresql")
 
 
 def _timeout_text(settings: Settings) -> str:
@@ -301,7 +324,7 @@ def _exhausted(
     )
 
 
-def _not_retried(settings: Settings, wait: _TableLockWait) -> MigrationFailed:
+def _not_retried(settings: Settings, wait: _TableLockWait, driver: Driver) -> MigrationFailed:
     if wait.half_applied:
         why = ("MySQL/MariaDB had already committed its earlier statements, so the revision"
                " is half-applied: undo them by hand and migrate again, or complete it by hand"
@@ -312,7 +335,7 @@ def _not_retried(settings: Settings, wait: _TableLockWait) -> MigrationFailed:
                " the migration's transaction (autocommit_block), which stay committed while"
                " the rest of it was rolled back: check what it left, then migrate again (with"
                " transaction_per_migration=True in env.py's configure() only the revision"
-               " that waited is rolled back)" + _invalid_indexes_hint(settings))
+               " that waited is rolled back)" + _invalid_indexes_hint(driver))
     return MigrationFailed(
         f"revision {wait.revision} waited {_timeout_text(settings)} for a table lock and"
         f" stopped; {why}. The database said: {wait.error}",
@@ -320,26 +343,26 @@ def _not_retried(settings: Settings, wait: _TableLockWait) -> MigrationFailed:
     )
 
 
-def _invalid_indexes_hint(settings: Settings) -> str:
-    """Name the INVALID indexes an interrupted CREATE INDEX CONCURRENTLY leaves behind."""
-    names: list[str] = []
-    for url in settings.database_urls:
-        if url.get_backend_name() != "postgresql":
-            continue
-        engine = database.create_engine(url)
-        try:
-            with engine.connect() as connection:
-                names += connection.scalars(sa.text(
-                    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i"
-                    " JOIN pg_class c ON c.oid = i.indexrelid"
-                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE NOT i.indisvalid AND n.nspname <> 'pg_catalog'"
-                    " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1"
-                ))
-        except sa.exc.DBAPIError:
-            pass
-        finally:
-            engine.dispose()
+_INVALID_INDEXES = (
+    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i"
+    " JOIN pg_class c ON c.oid = i.indexrelid"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE NOT i.indisvalid AND n.nspname <> 'pg_catalog'"
+    " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1"
+)
+
+
+def _invalid_indexes_hint(driver: Driver) -> str:
+    """Name the INVALID indexes an interrupted CREATE INDEX CONCURRENTLY leaves behind
+    (read on the runner's own connection)."""
+    if driver.backend != "postgresql":
+        return ""
+    try:
+        with driver.reading() as cursor:
+            cursor.execute(_INVALID_INDEXES)
+            names = [row[0] for row in cursor.fetchall()]
+    except Exception:  # only the hint is lost
+        return ""
     if not names:
         return ""
     drops = "; ".join(f"DROP INDEX CONCURRENTLY {name}" for name in names)

@@ -1,21 +1,19 @@
-"""Wait until every database of the app accepts a connection, with tenacity."""
+"""Wait until a database accepts a connection, with tenacity, within RUNNER_WAIT_TIMEOUT."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import tenacity
 
 from runner import database, signals
+from runner.drivers import Driver, VersionTable, open_driver
 from runner.errors import DatabaseUnavailable
 from runner.log import emit
-from runner.settings import Settings, describe_url
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-    from sqlalchemy.engine import URL
+from runner.settings import Settings
+from runner.urls import DatabaseUrl
 
 T = TypeVar("T")
 
@@ -26,7 +24,8 @@ MAX_DELAY = 1.0
 def retry_policy(
     timeout: float, sleep: Callable[[float], None] = signals.sleep
 ) -> tenacity.Retrying:
-    """Backoff with jitter capped at MAX_DELAY until `timeout`; permanent errors are not retried."""
+    """Backoff with jitter capped at MAX_DELAY until `timeout`: a database not up yet, full
+    or restarting is tried again; a refusal, or any other error, is not."""
     return tenacity.Retrying(
         stop=tenacity.stop_after_delay(timeout),
         # wait_exponential_jitter takes multiplier= only from tenacity 9.2: composed here
@@ -40,82 +39,49 @@ def retry_policy(
     )
 
 
-def wait_for_database(
-    settings: Settings, sleep: Callable[[float], None] = signals.sleep,
-    default_answered: bool = False,
-) -> float:
-    """Block until each database accepts a connection; return the seconds it took.
-
-    `default_answered`: the default database already did (waited for before the app was
-    loaded), so only the binds are tried: no second engine for it.
-    """
-    started = time.monotonic()
-    for url in settings.bind_urls.values() if default_answered else settings.database_urls:
-        remaining = max(0.0, settings.wait_timeout - (time.monotonic() - started))
-        wait_for_url(url, remaining, sleep)
-    elapsed = time.monotonic() - started
-    announce_ready(_names(settings), elapsed)
-    return elapsed
-
-
-def wait_for_url(url: URL, timeout: float, sleep: Callable[[float], None] = signals.sleep) -> None:
-    """Block until `url` accepts a connection; DatabaseUnavailable when refused or out of time."""
-    import sqlalchemy as sa
-
-    engine = database.create_engine(url, database.attempt_timeout(timeout))
+def connected(
+    settings: Settings, url: DatabaseUrl, table: VersionTable, source: str,
+    sleep: Callable[[float], None] = signals.sleep,
+) -> Driver:
+    """The runner's driver for `url` (the lock of `table`), connected once the database
+    accepts it, within the wait budget; `source` names where the URL came from, for hints."""
+    driver = open_driver(url, table, settings.wait_timeout)
     try:
-        retry_policy(timeout, sleep)(_ping, engine)
-    except sa.exc.DBAPIError as exc:
-        if database.is_permanent(exc):
-            fix = (
-                "check that the file's directory exists and this user may write to it"
-                if url.get_backend_name() == "sqlite"
-                else "fix the credentials or database name"
-            )
-            raise DatabaseUnavailable(
-                f"{describe_url(url)} refused the connection: {database.error_text(exc)}"
-                f" ({fix} in --database-url/DATABASE_URL)",
-                error=database.error_text(exc),
-            ) from None
-        raise _out_of_time(describe_url(url), exc, timeout) from None
-    finally:
-        engine.dispose()
+        wait_for(settings, driver.connect, url, source, sleep)
+    except BaseException:
+        driver.close()
+        raise
+    return driver
 
 
-def wait_for_answer(
-    attempt: Callable[[], T], name: str, timeout: float,
+def wait_for(
+    settings: Settings, attempt: Callable[[], T], url: DatabaseUrl, source: str,
     sleep: Callable[[float], None] = signals.sleep,
 ) -> T:
-    """Retry `attempt` (a bare driver's connection) while it fails as a database that is not up
-    yet fails, with `db.waiting` events; DatabaseUnavailable after `timeout`. Any other error
-    (a refusal included) is raised as it is, for the caller to take the full path."""
+    """`attempt()` (a connection to `url`) retried while the database is not up, then
+    `db.ready`; DatabaseUnavailable when refused or out of time."""
+    timeout = settings.wait_timeout
     try:
-        return retry_policy(timeout, sleep)(attempt)
+        result = retry_policy(settings.remaining(timeout), sleep)(attempt)
     except Exception as exc:
-        if not database.is_transient(exc):
-            raise
-        raise _out_of_time(name, exc, timeout) from None
-
-
-def announce_ready(names: str, elapsed: float) -> None:
-    """The `db.ready` event: `names` accepted a connection after `elapsed` seconds."""
-    emit("db.ready", f"{names} accepted a connection", elapsed=round(elapsed, 3))
-
-
-def _out_of_time(name: str, error: BaseException, timeout: float) -> DatabaseUnavailable:
-    return DatabaseUnavailable(
-        f"{name} was not reachable within {timeout:g}s:"
-        f" {database.error_text(error)} (raise --wait-timeout/RUNNER_WAIT_TIMEOUT,"
-        " or check the host and port)",
-        error=database.error_text(error),
-    )
-
-
-def _ping(engine: sa.Engine) -> None:
-    import sqlalchemy as sa
-
-    with engine.connect() as connection:
-        connection.execute(sa.text("SELECT 1"))
+        if database.is_connection_error(exc) and database.is_permanent(exc):
+            fix = ("check that the file's directory exists and this user may write to it"
+                   if url.backend == "sqlite" else "fix the credentials or database name")
+            raise DatabaseUnavailable(
+                f"{url.describe()} refused the connection: {database.error_text(exc)}"
+                f" ({fix} in {source})", error=database.error_text(exc),
+            ) from None
+        if database.is_transient(exc):
+            raise DatabaseUnavailable(
+                f"{url.describe()} was not reachable within {timeout:g}s:"
+                f" {database.error_text(exc)} (raise --wait-timeout/RUNNER_WAIT_TIMEOUT,"
+                f" or check the host and port in {source})",
+                error=database.error_text(exc),
+            ) from None
+        raise
+    emit("db.ready", f"{url.describe()} accepted a connection",
+         elapsed=round(time.monotonic() - settings.started, 3))
+    return result
 
 
 def log_waiting(state: tenacity.RetryCallState) -> None:
@@ -132,5 +98,18 @@ def log_waiting(state: tenacity.RetryCallState) -> None:
     )
 
 
-def _names(settings: Settings) -> str:
-    return ", ".join(describe_url(url) for url in settings.database_urls)
+def wait_for_databases(settings: Settings, sleep: Callable[[float], None] = signals.sleep
+                       ) -> None:
+    """Wait until every database of the app accepts a connection: the one given first
+    (before the app is loaded), then the app's binds."""
+    from runner.migration import load
+    from runner.target import target_for
+
+    target = target_for(settings, load)
+    connected(settings, target.url, target.table, target.source, sleep).close()
+    if target.manifest is not None and not target.manifest.binds:
+        return  # the app has no other database
+    app = (target.migrations or load(settings)).app
+    for name, url in app.bind_urls.items():
+        connected(settings, url, VersionTable(), f"the app's SQLALCHEMY_BINDS[{name!r}]",
+                  sleep).close()

@@ -22,11 +22,14 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
+
+if TYPE_CHECKING:
+    from runner.drivers import Driver
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example"
@@ -215,6 +218,30 @@ def execute(url: str, *statements: str) -> None:
         engine.dispose()
 
 
+def prepare(project: Path, env: Mapping[str, str]) -> Path:
+    """Run `runner prepare` in `project` (as an image build does): the fast start's manifest."""
+    result = run_runner(["prepare"], env, cwd=project)
+    assert result.returncode == 0, result.stderr
+    manifest = project / ".migrate-runner.json"
+    assert manifest.is_file()
+    return manifest
+
+
+def hold_lock(url: str) -> Driver:
+    """Take the migration lock of the default version table from this process, as another
+    replica would; close the driver to let go of it."""
+    from runner.drivers import VersionTable, open_driver
+    from runner.urls import normalize_url, parse_url
+
+    target = normalize_url(parse_url(url))
+    if target.backend == "sqlite" and target.database and not Path(target.database).is_absolute():
+        raise ValueError("a relative SQLite path: give the absolute one")
+    driver = open_driver(target, VersionTable(), 5)
+    driver.connect()
+    assert driver.poll(None).taken
+    return driver
+
+
 def scripts(migrations: Path = EXAMPLE / "migrations") -> ScriptDirectory:
     """A migrations directory's scripts, read by Alembic."""
     return ScriptDirectory(str(migrations))
@@ -292,17 +319,62 @@ def cmdline(pid: int) -> list[str]:
 REPLICAS = 8
 
 
+GATED_REVISION = """import os, time
+deadline = time.monotonic() + 120
+while not os.path.exists(os.environ["RUNNER_TEST_GATE"]):
+    if time.monotonic() > deadline:
+        raise RuntimeError("the test never opened the gate")
+    time.sleep(0.02)
+"""
+"""A revision body that runs until the test creates the file RUNNER_TEST_GATE names: it
+waits on an event of the test's, not for a guessed time."""
+
+
+def gated_revision(project: Path, slug: str = "gated") -> str:
+    """A revision that holds its upgrade until the test opens the gate (start_herd)."""
+    return add_revision(project, slug, GATED_REVISION)
+
+
 def start_herd(
     database_url: str, cwd: Path = EXAMPLE, extra_env: dict[str, str] | None = None,
-    replicas: int = REPLICAS, timeout: float = 180,
+    replicas: int = REPLICAS, timeout: float = 180, gate: Path | None = None,
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Start `replicas` `runner migrate` processes together and wait for all of them."""
+    """Start `replicas` `runner migrate` processes together and wait for all of them.
+
+    With `gate`, a gated revision (gated_revision) runs until every other replica has
+    logged `lock.waiting`: then the test creates the gate file, and the holder goes on."""
     env = runner_env(database_url, **(extra_env or {}))
+    if gate is not None:
+        env["RUNNER_TEST_GATE"] = str(gate)
     processes = [start_runner(["migrate"], env, cwd) for _ in range(replicas)]
+    errors: list[list[str]] = [[] for _ in processes]
+    waiting: set[int] = set()
+    enough = threading.Event()
+
+    def read(index: int, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            errors[index].append(line)
+            if '"lock.waiting"' in line:
+                waiting.add(index)
+                if len(waiting) >= replicas - 1:
+                    enough.set()
+
+    readers = [threading.Thread(target=read, args=item, daemon=True)
+               for item in enumerate(processes)]
+    for reader in readers:
+        reader.start()
+    if gate is not None:
+        opened = enough.wait(timeout)
+        gate.touch()
+        assert opened, f"only {len(waiting)} replicas ever waited on the lock"
     finished = []
-    for process in processes:
-        out, err = process.communicate(timeout=timeout)
-        finished.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    for index, process in enumerate(processes):
+        out = process.stdout.read() if process.stdout else ""
+        process.wait(timeout=timeout)
+        readers[index].join(timeout)
+        finished.append(subprocess.CompletedProcess(process.args, process.returncode, out,
+                                                    "".join(errors[index])))
     return finished
 
 

@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from runner import locks
+from runner.drivers import VersionTable, lock_name
+from runner.drivers.postgresql import advisory_key
 from support import (
     PrivateMariadb,
     PrivatePostgresql,
     add_revision,
     event_names,
     peak_connections,
+    prepare,
     private_mariadb,
     private_postgresql,
     read_until,
@@ -131,16 +133,18 @@ def rollout(replicas: int, admin_url: str, server_url: str, project: Path) -> No
 
 
 @pytest.mark.postgresql
-@pytest.mark.parametrize("path", ["full", "fast"])
+@pytest.mark.parametrize("manifest", ["prepared", "not prepared"])
 def test_waiters_leave_the_holder_room_to_connect(
-    cluster_of_six: PrivatePostgresql, project: Path, path: str
+    cluster_of_six: PrivatePostgresql, project: Path, manifest: str
 ) -> None:
     """With the lock held and five waiters on a server with room for six sessions, the holder
-    can still open the connection it migrates on: a waiter holds none between two polls.
-    (When waiters kept their connection open, the server stayed full until they gave up.)"""
-    extra = {"RUNNER_MIGRATIONS_DIR": "migrations"} if path == "fast" else {}
-    env = runner_env(cluster_of_six.url, **extra)
-    key = locks.advisory_key(locks.lock_name("postgres", "alembic_version", None))
+    can still open the connection it migrates on: a waiter lets go of its connection between
+    two polls when the server is short of room. (When waiters kept their connection open,
+    the server stayed full until they gave up.)"""
+    env = runner_env(cluster_of_six.url)
+    if manifest == "prepared":
+        prepare(project, env)
+    key = advisory_key(lock_name("postgres", VersionTable()))
     holder = sa.create_engine(cluster_of_six.admin_url, poolclass=sa.pool.NullPool,
                               isolation_level="AUTOCOMMIT")
     waiters: list[subprocess.Popen[str]] = []

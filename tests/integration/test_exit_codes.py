@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from runner import locks
 from runner.errors import ExitCode
 from support import (
     add_revision,
     event_names,
     events,
+    hold_lock,
     one_error,
+    prepare,
     read_until,
     run_runner,
     runner_env,
@@ -147,14 +148,6 @@ def test_sigterm_while_waiting_ends_at_once() -> None:
 # exit 4: lock timeout
 
 
-def hold_lock(database_url: str) -> locks.MigrationLock:
-    """Take the example's migration lock from this process, as another replica would."""
-    url = sa.make_url(database_url)
-    lock = locks.open_lock(url, locks.lock_name(url.database, "alembic_version", None))
-    assert lock.try_acquire()
-    return lock
-
-
 def test_lock_held_elsewhere_exits_4(database_url: str) -> None:
     with hold_lock(database_url):
         result = run_runner(["migrate", "--lock-timeout", "2"], runner_env(database_url))
@@ -205,12 +198,26 @@ def test_unexpected_error_exits_1_with_traceback(project: Path, sqlite_url: str)
     assert "RuntimeError: env.py is broken" in str(crash[0]["traceback"])
 
 
-def test_a_second_migrate_takes_no_lock(database_url: str) -> None:
+def test_a_second_migrate_takes_no_lock(database_url: str, project: Path) -> None:
     env = runner_env(database_url)
-    assert run_runner(["migrate"], env).returncode == 0
+    prepare(project, env)
+    assert run_runner(["migrate"], env, cwd=project).returncode == 0
     started = time.monotonic()
     with hold_lock(database_url):
-        result = run_runner(["migrate", "--lock-timeout", "30"], env)
+        result = run_runner(["migrate", "--lock-timeout", "30"], env, cwd=project)
     assert result.returncode == 0, result.stderr
     assert event_names(result.stderr) == ["db.ready", "migrate.noop"]
     assert time.monotonic() - started < 30
+
+
+def test_without_a_manifest_the_app_is_loaded_only_under_the_lock(
+    database_url: str, project: Path
+) -> None:
+    """Only the app can tell whether the database is at head: it is loaded by the replica
+    that holds the lock (a factory that migrates by itself cannot race the others)."""
+    env = runner_env(database_url)
+    assert run_runner(["migrate"], env, cwd=project).returncode == 0
+    with hold_lock(database_url):
+        result = run_runner(["migrate", "--lock-timeout", "2"], env, cwd=project)
+    error = one_error(result, ExitCode.LOCK_TIMEOUT)
+    assert error["holder"]["pid"] is not None

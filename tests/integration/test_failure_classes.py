@@ -9,16 +9,16 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from runner import locks, log, migration
+from runner import log, migration
 from runner.errors import ExitCode
-from runner.settings import load_settings
+from runner.settings import resolve
 from support import (
     EXAMPLE,
     add_revision,
     event_names,
     events,
+    hold_lock,
     one_error,
     run_runner,
     runner_env,
@@ -171,13 +171,11 @@ def test_noop_comes_after_the_lock_is_released(
     monkeypatch.setenv("DATABASE_URL", postgresql_url)
     monkeypatch.chdir(EXAMPLE)
     monkeypatch.setattr(log.events, "format", "json")
-    settings = load_settings({"app": "app:create_app()"})
-    url = sa.make_url(postgresql_url)
-    holder = locks.open_lock(url, locks.lock_name(url.database, "alembic_version", None))
-    assert holder.try_acquire()
+    settings = resolve({"app": "app:create_app()"})
+    holder = hold_lock(postgresql_url)
 
     def sleep(seconds: float) -> None:
-        if holder.try_acquire():
+        if holder.held:
             holder.close()
             other = run_runner(["migrate"], runner_env(postgresql_url))
             assert "migrate.applied" in event_names(other.stderr), other.stderr

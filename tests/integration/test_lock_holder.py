@@ -10,8 +10,10 @@ from typing import Any
 
 from support import (
     add_revision,
+    copy_app,
     events,
     one_error,
+    prepare,
     read_until,
     run_runner,
     runner_env,
@@ -39,13 +41,14 @@ def test_waiters_and_status_name_the_holder(
 ) -> None:
     env = runner_env(database_url)
     holder = start_holder(project, env)
+    # A replica with a manifest, which knows the head before it loads the app.
+    prepared = copy_app(project, tmp_path / "prepared")
+    prepare(prepared, env)
     termination_log = tmp_path / "termination-log"
     try:
         waiter = run_runner(["migrate", "--lock-timeout", "2"],
                             {**env, "RUNNER_TERMINATION_LOG": str(termination_log)}, cwd=project)
-        # The fast start's waiter (the bare driver, before the app is loaded) too.
-        fast_waiter = run_runner(["migrate", "--lock-timeout", "2"],
-                                 {**env, "RUNNER_MIGRATIONS_DIR": "migrations"}, cwd=project)
+        fast_waiter = run_runner(["migrate", "--lock-timeout", "2"], env, cwd=prepared)
         status = run_runner(["status", "--json"], env, cwd=project)
         status_text = run_runner(["status"], env, cwd=project)
     finally:

@@ -38,7 +38,7 @@ def check_served(served: subprocess.Popen[str], port: int, sqlite_url: str) -> N
     assert get(base + "/healthz", deadline)[0] == 200
     argv = cmdline(served.pid)
     assert any("gunicorn" in part for part in argv), argv
-    assert "app:create_app()" in argv
+    assert "runner.wsgi:serve('app:create_app()')" in argv
     assert version_rows(sqlite_url) == script_heads()
 
     started = time.monotonic()

@@ -69,8 +69,9 @@ def test_migrates_and_serves_with_raw_urls(tutorial: Path, database_url: str) ->
     try:
         status, body = get(f"http://127.0.0.1:{port}/", time.monotonic() + 60)
         assert (status, json.loads(body)) == (200, {"users": 0, "posts": 0}), body
-        # FLASK_APP=myapp:create_app: gunicorn calls the factory, as `flask` does.
-        assert "myapp:create_app()" in cmdline(served.pid)
+        # FLASK_APP=myapp:create_app from .flaskenv: gunicorn's workers load it as `flask`
+        # does (it calls the factory).
+        assert "runner.wsgi:serve('myapp:create_app')" in cmdline(served.pid)
     finally:
         _, err = stop(served)
     assert version_rows(database_url) == HEADS

@@ -5,14 +5,9 @@ from __future__ import annotations
 import datetime
 import json
 
-from runner.locks import (
-    Holder,
-    application_name,
-    mysql_beacon_prefix,
-    mysql_holder,
-    parse_application_name,
-    postgresql_holder,
-)
+from runner.drivers import Holder
+from runner.drivers.mysql import beacon_prefix, holder_from_rows
+from runner.drivers.postgresql import application_name, holder_from_row, parse_application_name
 
 
 def test_application_name_round_trips() -> None:
@@ -34,29 +29,37 @@ def test_other_application_names_name_nobody() -> None:
         assert parse_application_name(name) == (None, None)
 
 
-def test_describe() -> None:
+def test_describe_says_why_a_pid_is_unknown() -> None:
     assert Holder("web-1", 7, "2026-01-01T00:00:00Z").describe() == (
         "pid 7 on host web-1 since 2026-01-01T00:00:00Z")
-    assert Holder(None, None).describe() == "a process of unknown pid"
+    assert Holder(None, None, why_unknown="hidden").describe() == (
+        "a process whose pid is unknown (hidden)")
     assert Holder.from_dict(Holder("web-1", 7).as_dict()) == Holder("web-1", 7)
+    assert "why_unknown" not in Holder("web-1", 7).as_dict()
 
 
 def test_a_postgresql_holder_is_read_from_its_session() -> None:
     took = datetime.datetime(2026, 1, 1, 12, 0, 5, tzinfo=datetime.UTC)
     row = ("migrate-runner web-1 42", took, "10.0.0.7")
-    assert postgresql_holder(row) == Holder("web-1", 42, "2026-01-01T12:00:05Z")
-    # Another client holds it: its address; another role's session: no time.
-    assert postgresql_holder(("psql", None, "10.0.0.8")) == Holder("10.0.0.8", None)
-    assert postgresql_holder(None) is None
+    assert holder_from_row(row) == Holder("web-1", 42, "2026-01-01T12:00:05Z")
+    # Another client holds it: its address; another role's session: hidden, and why.
+    other = holder_from_row(("psql", None, "10.0.0.8"))
+    assert (other.host, other.pid) == ("10.0.0.8", None) if other else False
+    assert other is not None and "not named by a runner" in other.describe()
+    hidden = holder_from_row((None, None, None))
+    assert hidden is not None and "pg_read_all_stats" in hidden.describe()
+    assert holder_from_row(None) is None
 
 
 def test_a_mysql_holder_is_read_from_its_beacon_or_else_its_client() -> None:
     lock = "migrate-runner/abc"
-    beacon = (mysql_beacon_prefix(lock, 17) + json.dumps(Holder("web-1", 42, "x").as_dict())
+    beacon = (beacon_prefix(lock, 17) + json.dumps(Holder("web-1", 42, "x").as_dict())
               + " */ GET_LOCK('migrate-runner/abc/holder', 31622400)")
     rows = [(17, "10.0.0.7:50412", None), (18, "10.0.0.7:50413", beacon)]
-    assert mysql_holder(lock, 17, rows) == Holder("web-1", 42, "x")
-    # Another lock's beacon, or none yet: the holder's client address only.
+    assert holder_from_rows(lock, 17, rows) == Holder("web-1", 42, "x")
+    # Another lock's beacon, or none yet: the holder's client address only, and why.
     other = [(17, "10.0.0.7:50412", None), (18, "h:1", beacon.replace("/abc ", "/abd "))]
-    assert mysql_holder(lock, 17, other) == Holder("10.0.0.7", None)
-    assert mysql_holder(lock, 17, []) == Holder(None, None)
+    unnamed = holder_from_rows(lock, 17, other)
+    assert (unnamed.host, unnamed.pid) == ("10.0.0.7", None)
+    assert "without a runner's beacon" in unnamed.describe()
+    assert "grant PROCESS" in holder_from_rows(lock, 17, []).describe()

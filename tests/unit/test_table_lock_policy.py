@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import psycopg
@@ -10,10 +9,11 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
-from runner import log, migration
+from runner import log, upgrade
+from runner.drivers import Driver, VersionTable, open_driver
 from runner.errors import ConfigError, ExitCode, MigrationFailed
-from runner.revisions import load_migrations
-from runner.settings import DEFAULT_DDL_LOCK_TIMEOUT, load_settings
+from runner.revisions import Migrations, load
+from runner.settings import Settings, resolve
 from runner.table_locks import (
     FIRST_PAUSE,
     MAX_PAUSE,
@@ -31,6 +31,22 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'app.db'}")
     monkeypatch.chdir(EXAMPLE)
     monkeypatch.setattr(log.events, "format", "json")
+
+
+@pytest.fixture
+def migrations() -> Migrations:
+    return load(resolve({}))
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Driver:
+    """The runner's connection to the test's SQLite file (never connected here)."""
+    return open_driver(resolve({}).database_url, VersionTable(), 5)  # type: ignore[arg-type]
+
+
+def retried(settings: Settings, migrations: Migrations, driver: Driver,
+            attempt: object, sleep: object) -> tuple[str, ...]:
+    return upgrade_with_retries(settings, migrations, driver, attempt, sleep)  # type: ignore[arg-type]
 
 
 def failure(original: Exception, revision: str = "abc123") -> MigrationFailed:
@@ -62,19 +78,19 @@ def test_lock_timeouts_are_told_apart_from_other_errors() -> None:
 def test_setting_defaults_to_5_seconds_and_0_is_accepted(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert load_settings({}).ddl_lock_timeout == DEFAULT_DDL_LOCK_TIMEOUT == 5
+    assert resolve({}).ddl_lock_timeout == 5
     monkeypatch.setenv("RUNNER_DDL_LOCK_TIMEOUT", "0")
-    assert load_settings({}).ddl_lock_timeout == 0
-    assert load_settings({"ddl_lock_timeout": "1.5"}).ddl_lock_timeout == 1.5
+    assert resolve({}).ddl_lock_timeout == 0
+    assert resolve({"ddl_lock_timeout": "1.5"}).ddl_lock_timeout == 1.5
     monkeypatch.setenv("RUNNER_DDL_LOCK_TIMEOUT", "soon")
     with pytest.raises(ConfigError, match="RUNNER_DDL_LOCK_TIMEOUT"):
-        load_settings({})
+        resolve({})
 
 
 def test_retries_with_growing_capped_pauses_until_it_succeeds(
-    capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str], migrations: Migrations, driver: Driver
 ) -> None:
-    settings = load_settings({})
+    settings = resolve({"lock_timeout": "3600"})
     sleeps: list[float] = []
     calls = []
 
@@ -84,8 +100,7 @@ def test_retries_with_growing_capped_pauses_until_it_succeeds(
             raise failure(LOCK_NOT_AVAILABLE)
         return ("abc123",)
 
-    deadline = time.monotonic() + 3600
-    assert upgrade_with_retries(settings, upgrade, deadline, sleeps.append) == ("abc123",)
+    assert retried(settings, migrations, driver, upgrade, sleeps.append) == ("abc123",)
     assert len(sleeps) == 8
     assert FIRST_PAUSE <= sleeps[0] <= 2 * FIRST_PAUSE
     assert sleeps[0] < sleeps[3]
@@ -96,13 +111,15 @@ def test_retries_with_growing_capped_pauses_until_it_succeeds(
     assert '"revision": "abc123"' in lines[0] and '"attempt": 1' in lines[0]
 
 
-def test_out_of_budget_is_exit_4_naming_the_revision() -> None:
+def test_out_of_budget_is_exit_4_naming_the_revision(
+    migrations: Migrations, driver: Driver
+) -> None:
     def upgrade() -> tuple[str, ...]:
         raise failure(LOCK_NOT_AVAILABLE, revision="def456")
 
     with pytest.raises(TableLockTimeout) as raised:
         # A budget already spent: the first attempt is the only one.
-        upgrade_with_retries(load_settings({}), upgrade, time.monotonic(), lambda _: None)
+        retried(resolve({"lock_timeout": "0"}), migrations, driver, upgrade, lambda _: None)
     assert raised.value.exit_code == ExitCode.LOCK_TIMEOUT
     assert raised.value.event == "lock.timeout"
     assert raised.value.fields["revision"] == "def456"
@@ -110,7 +127,7 @@ def test_out_of_budget_is_exit_4_naming_the_revision() -> None:
     assert "def456" in raised.value.message and "table lock" in raised.value.message
 
 
-def test_other_failures_are_not_retried() -> None:
+def test_other_failures_are_not_retried(migrations: Migrations, driver: Driver) -> None:
     calls = []
 
     def upgrade() -> tuple[str, ...]:
@@ -118,18 +135,16 @@ def test_other_failures_are_not_retried() -> None:
         raise failure(psycopg.errors.UndefinedTable("relation does not exist"))
 
     with pytest.raises(MigrationFailed):
-        upgrade_with_retries(load_settings({}), upgrade, time.monotonic() + 3600,
-                             lambda _: None)
+        retried(resolve({}), migrations, driver, upgrade, lambda _: None)
     assert len(calls) == 1
 
 
 def test_a_lock_timeout_before_the_first_revision_is_not_retried_as_a_connection_error(
-    monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch, migrations: Migrations, driver: Driver
 ) -> None:
     """psycopg's LockNotAvailable and PyMySQL's 1205 are OperationalErrors ("transient"), but
     the table-lock path handles them (exit 4), without reading the state for the message."""
-    settings = load_settings({})
-    migrations = load_migrations(settings)
+    settings = resolve({"lock_timeout": "0"})
     calls = []
     readings = []
 
@@ -144,15 +159,13 @@ def test_a_lock_timeout_before_the_first_revision_is_not_retried_as_a_connection
         readings.append(1)
         raise RuntimeError("read the state for a message table_locks discards")
 
-    monkeypatch.setattr(migration, "run_upgrade", run_upgrade)
-    monkeypatch.setattr(migration, "read_state", read_state)
+    monkeypatch.setattr(upgrade, "run_upgrade", run_upgrade)
+    monkeypatch.setattr(upgrade, "read_state", read_state)
     with pytest.raises(TableLockTimeout) as raised:
-        upgrade_with_retries(
-            settings,
-            lambda: migration._upgrade_retrying(settings, migrations, None, time.monotonic(),
-                                                not_a_connection_retry),
-            time.monotonic(), lambda _: None,
-        )
+        retried(settings, migrations, driver,
+                lambda: upgrade._upgrade_retrying(settings, migrations, driver,
+                                                  not_a_connection_retry),
+                lambda _: None)
     assert raised.value.exit_code == ExitCode.LOCK_TIMEOUT
     assert len(calls) == 1
     assert not readings

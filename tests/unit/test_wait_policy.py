@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pymysql
 import pytest
 import sqlalchemy as sa
 
 from runner import database, log, wait
+from runner.drivers import VersionTable, open_driver
+from runner.urls import parse_url
 
 
-def refused_connection() -> sa.exc.OperationalError:
-    """A real driver error: psycopg connecting to a port where nothing listens."""
-    engine = database.create_engine(sa.make_url("postgresql+psycopg://u@127.0.0.1:9/db"))
+def refused_connection() -> psycopg.OperationalError:
+    """A real driver error: the runner's psycopg connecting to a port where nothing listens."""
+    driver = open_driver(parse_url("postgresql+psycopg://u@127.0.0.1:9/db"), VersionTable(), 5)
     try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError as error:
+        driver.connect()
+    except psycopg.OperationalError as error:
         return error
     finally:
-        engine.dispose()
+        driver.close()
     raise AssertionError("port 9 accepted a connection")
 
 
@@ -73,7 +75,7 @@ def test_deadline_ends_the_retries() -> None:
         attempts.append(time.monotonic())
         raise refused
 
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(psycopg.OperationalError):
         wait.retry_policy(0.3, sleep=lambda seconds: time.sleep(0.01))(never)
     assert len(attempts) >= 2
     assert attempts[-1] - attempts[0] <= 0.3 + 0.1
@@ -88,3 +90,13 @@ def test_programming_errors_are_not_retried() -> None:
     with pytest.raises(ValueError):
         wait.retry_policy(3600, sleep=sleeps.append)(bug)
     assert sleeps == []
+
+
+def test_a_statement_error_is_not_a_connection_error() -> None:
+    """Exit 3 is for the database failing us; a bad statement of ours is a bug (exit 1)."""
+    assert database.is_connection_error(refused_connection())
+    assert not database.is_connection_error(psycopg.errors.UndefinedTable("no such table"))
+    assert not database.is_connection_error(
+        sa.exc.ProgrammingError("SELECT", {}, pymysql.err.ProgrammingError(1146, "no table")))
+    assert database.is_connection_error(
+        sa.exc.OperationalError("connect", {}, pymysql.err.OperationalError(2003, "refused")))

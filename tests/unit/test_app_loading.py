@@ -1,7 +1,8 @@
-"""The app is found as `flask` finds it, and gunicorn's app spec serves that same app."""
+"""The app is loaded as `flask` loads it, and gunicorn (through runner.wsgi) serves that app."""
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -11,8 +12,10 @@ import pytest
 from flask import Flask
 from gunicorn.util import import_app
 
-from runner.discovery import locate
+from runner.app import load_flask_app
 from runner.errors import ConfigError
+from runner.serve import gunicorn_argv
+from runner.settings import resolve
 
 HELD_APP = """
 from flask import Flask
@@ -65,50 +68,47 @@ def body(app: object) -> str:
     return app.test_client().get("/").get_data(as_text=True)
 
 
+def gunicorn_app(flask_app: str | None) -> str:
+    """The app argument the runner gives gunicorn for FLASK_APP `flask_app`."""
+    return gunicorn_argv(resolve({"app": flask_app}, environ={}))[-1]
+
+
 @pytest.mark.parametrize(
-    ("files", "flask_app", "spec", "served"),
+    ("files", "flask_app", "served"),
     [
-        ({"held.py": HELD_APP.format(name="app")}, "held", "held:app", "held"),
-        ({"held.py": HELD_APP.format(name="api")}, "held", "held:api", "held"),
-        ({"held.py": HELD_APP.format(name="app")}, "held:app", "held:app", "held"),
-        ({"made.py": FACTORY}, "made", "made:create_app()", "factory"),
-        # flask calls a factory named without parentheses; gunicorn would serve the function.
-        ({"made.py": FACTORY}, "made:create_app", "made:create_app()", "factory"),
-        ({"made.py": FACTORY}, "made:create_app()", "made:create_app()", "factory"),
-        ({"made.py": FACTORY}, "made:create_app('hello')", "made:create_app('hello')", "hello"),
-        ({"made.py": FACTORY}, "made:create_app(greeting='hi')",
-         "made:create_app(greeting='hi')", "hi"),
-        ({"src/held.py": HELD_APP.format(name="app")}, "src/held.py", "held:app", "held"),
-        ({"pkg/__init__.py": FACTORY}, "pkg", "pkg:create_app()", "factory"),
-        ({"pkg/__init__.py": FACTORY}, "pkg:create_app", "pkg:create_app()", "factory"),
+        ({"held.py": HELD_APP.format(name="app")}, "held", "held"),
+        ({"held.py": HELD_APP.format(name="api")}, "held", "held"),
+        ({"held.py": HELD_APP.format(name="app")}, "held:app", "held"),
+        ({"made.py": FACTORY}, "made", "factory"),
+        # flask calls a factory named without parentheses.
+        ({"made.py": FACTORY}, "made:create_app", "factory"),
+        ({"made.py": FACTORY}, "made:create_app()", "factory"),
+        ({"made.py": FACTORY}, "made:create_app('hello')", "hello"),
+        ({"made.py": FACTORY}, "made:create_app(greeting='hi')", "hi"),
+        ({"made.py": FACTORY}, 'made:create_app("it\'s")', "it's"),
+        ({"src/held.py": HELD_APP.format(name="app")}, "src/held.py", "held"),
+        ({"pkg/__init__.py": FACTORY}, "pkg", "factory"),
+        ({"pkg/__init__.py": FACTORY}, "pkg:create_app", "factory"),
         ({"pkg/__init__.py": FACTORY, "pkg/wsgi.py": "from pkg import create_app\n"
-          "application = create_app('wsgi')\n"}, "pkg.wsgi", "pkg.wsgi:application", "wsgi"),
-        ({"wsgi.py": HELD_APP.format(name="app"), "app.py": FACTORY}, None, "wsgi:app", "held"),
-        ({"app.py": FACTORY}, None, "app:create_app()", "factory"),
+          "application = create_app('wsgi')\n"}, "pkg.wsgi", "wsgi"),
+        ({"wsgi.py": HELD_APP.format(name="app"), "app.py": FACTORY}, None, "held"),
+        ({"app.py": FACTORY}, None, "factory"),
     ],
 )
 def test_every_flask_app_form_is_served_as_flask_loads_it(
-    project: Path, files: dict[str, str], flask_app: str | None, spec: str, served: str
+    project: Path, files: dict[str, str], flask_app: str | None, served: str
 ) -> None:
     for name, source in files.items():
         write(project / name, source)
-    located = locate(flask_app)
-    assert body(located.app) == served
-    assert located.gunicorn_spec == spec
-    # gunicorn's own loader, given the spec, serves the same app.
-    assert body(import_app(spec)) == served
+    assert body(load_flask_app(flask_app)) == served
+    # gunicorn's own loader, given the runner's app argument, serves the same app.
+    assert body(import_app(gunicorn_app(flask_app))) == served
 
 
-def test_path_form_is_imported_from_its_directory(project: Path) -> None:
+def test_a_path_form_is_imported_from_its_directory(project: Path) -> None:
     write(project / "src" / "held.py", HELD_APP.format(name="app"))
-    located = locate("src/held.py")
-    assert located.search_path == str(project / "src")
-    assert located.import_path == "src/held.py"
-
-
-def test_default_file_is_named_for_gunicorn(project: Path) -> None:
-    write(project / "app.py", FACTORY)
-    assert locate(None).import_path == "app.py"
+    load_flask_app("src/held.py")
+    assert sys.path[0] == str(project / "src")
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,9 @@ def test_default_file_is_named_for_gunicorn(project: Path) -> None:
         ("import psycopg2\n", "needs_driver", "pip install psycopg2-binary"),
         ("import MySQLdb\n", "needs_driver", "pip install mysqlclient"),
         ("import not_installed_helper\n", "needs_driver",
-         "No module named 'not_installed_helper': install it"),
+         "No module named 'not_installed_helper': install it in the app's environment (pip"
+         " install not_installed_helper)"),
+        ("import pkg_resources.extern.nothing\n", "needs_driver", "pip install setuptools"),
         ("1 / 0\n", "needs_driver", "ZeroDivisionError: division by zero (fix the app"),
         ("import sqlalchemy as sa\n"
          "def create_app():\n"
@@ -133,7 +135,7 @@ def test_an_app_that_fails_to_load_shows_its_error_and_a_fitting_hint(
 ) -> None:
     write(project / "needs_driver.py", source)
     with pytest.raises(ConfigError) as raised:
-        locate(flask_app)
+        load_flask_app(flask_app)
     message = str(raised.value)
     assert expected in message
     assert "\n" not in message
@@ -142,11 +144,26 @@ def test_an_app_that_fails_to_load_shows_its_error_and_a_fitting_hint(
 
 def test_missing_module_names_flask_app_and_the_working_directory(project: Path) -> None:
     with pytest.raises(ConfigError, match="FLASK_APP") as raised:
-        locate("absent_module:create_app")
+        load_flask_app("absent_module:create_app")
     assert "ModuleNotFoundError: No module named 'absent_module'" in str(raised.value)
     assert str(project) in str(raised.value)
 
 
 def test_no_app_and_no_default_file(project: Path) -> None:
-    with pytest.raises(ConfigError, match="no app found: set --app or FLASK_APP"):
-        locate(None)
+    with pytest.raises(ConfigError, match=r"Could not locate a Flask application.*set --app or"
+                       r" FLASK_APP"):
+        load_flask_app(None)
+
+
+def test_gunicorn_gets_one_line_for_an_app_that_fails_to_load(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gunicorn.errors import AppImportError
+
+    write(project / "broken.py", "1 / 0\n")
+    monkeypatch.setenv("RUNNER_LOG_FORMAT", "json")
+    with pytest.raises(AppImportError) as raised:
+        import_app(gunicorn_app("broken:create_app"))
+    record = json.loads(str(raised.value))
+    assert record["event"] == "config.invalid"
+    assert "ZeroDivisionError" in record["message"] and "FLASK_APP" in record["message"]
