@@ -98,6 +98,17 @@ def cmd_prepare(settings: Settings, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_lint(settings: Settings, args: argparse.Namespace) -> int:
+    """Judge the pending revisions (or a range) statement by statement; exit 8 on an error."""
+    from runner import safety
+
+    report = safety.lint_command(settings, args.from_revision, args.to_revision, args.offline)
+    from runner.lint import render_report
+
+    args.out.write(render_report(report, args.format))
+    return ExitCode.UNSAFE_MIGRATION if report.has_errors else ExitCode.OK
+
+
 @dataclass(frozen=True)
 class Command:
     """A subcommand: what it runs, its help, the settings it offers, whether gunicorn follows."""
@@ -122,6 +133,9 @@ COMMANDS: dict[str, Command] = {
     "status": Command(cmd_status, "current revisions, heads and pending revisions", _CONNECTED),
     "sql": Command(cmd_sql, "print the offline SQL for a revision range; never connects", _APP),
     "serve": Command(cmd_serve, "exec gunicorn without migrating", _CONNECTED, gunicorn=True),
+    "lint": Command(cmd_lint, "judge the pending revisions (or a range) statement by"
+                    " statement against the live tables; exit 8 on an error-level finding",
+                    _CONNECTED),
     "prepare": Command(cmd_prepare, "load the app once and record what only it knows"
                        " (migrations, version table, heads) for the fast start; never"
                        " connects", _APP),
@@ -163,11 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
                 group.add_argument(setting.flag, dest=setting.name, help=help_text)
         if name == "status":
             sub.add_argument("--json", action="store_true", help="print one JSON object")
-        elif name == "sql":
+        elif name in ("sql", "lint"):
+            start = "the database's revision" if name == "lint" else "the base"
             sub.add_argument("--from", dest="from_revision", metavar="REV",
-                             help="start after REV (default: the base)")
+                             help=f"start after REV (default: {start})")
             sub.add_argument("--to", dest="to_revision", metavar="REV",
                              help="end at REV (default: head)")
+        if name == "lint":
+            sub.add_argument("--offline", action="store_true",
+                             help="never connect: sizes unknown (counted as large), the"
+                             " server version assumed; every revision unless --from")
+            sub.add_argument("--format", choices=("text", "json", "github"), default="text",
+                             help="text (one line a finding, then the fix), json, or GitHub"
+                             " workflow annotations")
         elif name == "serve":
             sub.add_argument("--wait-for-head", action="store_true",
                              help="first wait, under the wait timeout, for the database to"

@@ -40,6 +40,8 @@ class EventLog:
         """The latest event and its message, which decided the outcome when the process ends."""
         self.latest_fields: dict[str, Any] = {}
         """Each field's value in the latest event that carried it (`revisions`, `holder`, ...)."""
+        self.latest_messages: dict[str, str] = {}
+        """Each event's latest message (the last `migrate.progress` reading, say)."""
 
     def add_secret(self, secret: str | None) -> None:
         """Mask `secret` wherever it would appear in a later event."""
@@ -83,6 +85,7 @@ class EventLog:
         message = self.mask(message)
         fields = {key: _masked(self, value) for key, value in fields.items()}
         self.last_event = (event, message)
+        self.latest_messages[event] = message
         self.latest_fields.update(fields)
         line = format_event(self.format, event, message, level, **fields)
         with self._lock:

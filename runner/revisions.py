@@ -164,7 +164,7 @@ def read_state(migrations: Migrations, allow_newer: bool = False) -> RevisionSta
         ))
         return []
 
-    with _quiet_alembic(), preserved_logging(), migrations.app.flask_app.app_context():
+    with quiet_alembic(), preserved_logging(), migrations.app.flask_app.app_context():
         try:
             with EnvironmentContext(migrations.config, script, fn=record, dont_mutate=True):
                 script.run_env()
@@ -236,7 +236,7 @@ def state_of(
 
 
 @contextlib.contextmanager
-def _quiet_alembic() -> Iterator[None]:
+def quiet_alembic() -> Iterator[None]:
     """Drop Alembic's per-connection INFO lines, which a reading repeats at every lock poll."""
 
     def warnings_only(record: logging.LogRecord) -> bool:

@@ -65,12 +65,16 @@ class UpgradeStopper:
         # (SQLAlchemy 1.4 also passes `branch`, which 2.0 dropped.)
         backend = connection.dialect.name
         dbapi: Any = connection.connection.dbapi_connection
-        server_id = None
-        if backend in ("mysql", "mariadb"):
-            server_id = int(dbapi.server_thread_id[0])
-        elif backend == "sqlite":
+        if backend == "sqlite":
             _make_transactional(connection, dbapi)
-        self._watched.append(_Watched(connection, backend, dbapi, server_id))
+        self._watched.append(_Watched(connection, backend, dbapi, server_id(dbapi)))
+
+    @property
+    def server_ids(self) -> list[int]:
+        """The server ids (PostgreSQL backend pids, MySQL connection ids) of the upgrade's
+        connections, newest first: the one running a statement is most likely the last."""
+        return [watched.server_id for watched in reversed(self._watched)
+                if watched.server_id is not None]
 
     def before_execute(self, connection: sa.Connection, *args: Any) -> None:
         """before_cursor_execute: the safe point; no new statement starts once we stop."""
@@ -174,6 +178,18 @@ def stoppable_upgrade(
         watcher.join()
         event.remove(Engine, "engine_connect", on_connect)
         event.remove(Engine, "before_cursor_execute", before_execute)
+
+
+def server_id(dbapi: Any) -> int | None:
+    """A DB-API connection's id on the server, as its driver exposes it: psycopg 3's
+    backend pid, psycopg2's, or the MySQL drivers' connection (thread) id."""
+    info = getattr(dbapi, "info", None)
+    for candidate in (getattr(info, "backend_pid", None), getattr(dbapi, "get_backend_pid", None),
+                      getattr(dbapi, "thread_id", None), getattr(dbapi, "connection_id", None)):
+        value = candidate() if callable(candidate) else candidate
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def _make_transactional(connection: sa.Connection, dbapi: Any) -> None:

@@ -33,6 +33,9 @@ def termination_log_path(environ: Mapping[str, str]) -> Path | None:
 def summary(exit_code: int, log: EventLog) -> dict[str, Any]:
     """`{"exit_code", "event", "message", "revisions", "holder"}` from the log's latest events."""
     event, message = log.last_event or ("", "")
+    progress = log.latest_messages.get("migrate.progress")
+    if exit_code != 0 and progress and event != "migrate.progress":
+        message = f"{message} (last progress: {progress})"
     return {
         "exit_code": exit_code,
         "event": event,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from runner import database, lock, manifest, signals, table_locks, wait
 from runner.drivers import Driver
 from runner.errors import DatabaseUnavailable, Interrupted, MigrationFailed, RunnerError
+from runner.heartbeat import heartbeat
 from runner.log import preserved_logging
 from runner.revisions import (
     Migrations,
@@ -40,6 +41,9 @@ def migrate_holding(settings: Settings, migrations: Migrations | None, driver: D
         _refresh_manifest(settings, migrations, state)
         applied: tuple[str, ...] = ()
         if not state.at_head:
+            from runner import safety
+
+            safety.gate(settings, migrations, state, driver)
             applied = table_locks.upgrade_with_retries(
                 settings, migrations, driver,
                 lambda: _upgrade_retrying(settings, migrations, driver, sleep), sleep)
@@ -88,7 +92,9 @@ def upgrade(settings: Settings, migrations: Migrations, driver: Driver | None = 
     with _recorded_steps() as steps, preserved_logging(), \
             migrations.app.flask_app.app_context(), \
             stoppable_upgrade(request, steps, settings.stop_timeout, kill_query,
-                              finish_first) as stopper:
+                              finish_first) as stopper, \
+            heartbeat(driver, stopper, steps, settings.progress_interval if driver else 0,
+                      settings.started):
         try:
             run_upgrade(migrations)
         except RunnerError:

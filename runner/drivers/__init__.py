@@ -190,6 +190,14 @@ class Driver(abc.ABC):
             finally:
                 cursor.close()
 
+    @contextlib.contextmanager
+    def reading_outside(self) -> Iterator[Any]:
+        """A cursor for a reading that must not run in the lock's transaction (PostgreSQL,
+        while a CONCURRENTLY statement runs: runner.drivers.postgresql); the lock's own
+        connection where the lock lives in no transaction."""
+        with self.reading() as cursor:
+            yield cursor
+
     def close(self) -> None:
         """Close the connection, which frees the lock if it is still held."""
         with self._guard:

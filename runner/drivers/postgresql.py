@@ -129,6 +129,7 @@ class PostgresqlDriver(Driver):
         super().__init__(url, name, connect_timeout)
         self.key = advisory_key(name)
         self._room: tuple[int, int] | None = None
+        self._side: Any = None
 
     def _open(self) -> Any:
         named = {"application_name": application_name(this_holder()),
@@ -203,3 +204,30 @@ class PostgresqlDriver(Driver):
         with self.scope():
             rows = self.fetch(HOLDER, advisory_key_halves(self.key))
         return holder_from_row(rows[0] if rows else None)
+
+    @contextlib.contextmanager
+    def reading_outside(self) -> Iterator[Any]:
+        """A cursor on a second, autocommit connection, opened for the first such reading
+        and kept until `close`: a query in the lock's transaction at the moment a CREATE
+        INDEX CONCURRENTLY looks for older snapshots would make the build wait for that
+        whole transaction (the upgrade, i.e. forever), while an autocommit reading's
+        transaction ends with it."""
+        if self._side is None:
+            import psycopg
+
+            self._side = psycopg.connect(**{**connect_arguments(self.url),
+                                            "connect_timeout": max(2, int(self.connect_timeout)),
+                                            "application_name": application_name(this_holder())},
+                                         autocommit=True, prepare_threshold=None)
+        cursor = self._side.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        super().close()
+        side, self._side = self._side, None
+        if side is not None:
+            with contextlib.suppress(Exception):
+                side.close()
