@@ -121,7 +121,7 @@ def test_runner_lint_exits_8_then_0_once_acknowledged(project: Path, postgresql_
         "allowed"}
     github = run_runner(["lint", "--format", "github"], env, cwd=project)
     assert "::error file=" in github.stdout and "::notice file=" in github.stdout
-    offline = run_runner(["lint", "--offline", "--from", revision.replace(revision, "06dac530478c")],
+    offline = run_runner(["lint", "--offline", "--from", "06dac530478c"],
                          runner_env("postgresql+psycopg://u:pw@db.invalid/x"), cwd=project)
     assert offline.returncode == ExitCode.UNSAFE_MIGRATION, offline.stderr
 
