@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner import database, signals
 from runner.database import error_text
-from runner.errors import ConfigError
+from runner.errors import ConfigError, DatabaseUnavailable
 from runner.settings import SETTINGS_BY_NAME, Settings
 from runner.urls import DRIVER_PACKAGES, DatabaseUrl
 
@@ -67,7 +68,7 @@ def load_app(settings: Settings) -> LoadedApp:
     to change when it cannot be loaded, has no Flask-Migrate, or uses another database."""
     with environment_applied(settings.app_environment):
         before = set(sys.modules)
-        flask_app = load_flask_app(settings.app)
+        flask_app = _load_retrying(settings)
         imported = [module for name, module in list(sys.modules.items())
                     if name not in before]
     if "migrate" not in flask_app.extensions:
@@ -99,6 +100,36 @@ def load_app(settings: Settings) -> LoadedApp:
                      source_files=own_source_files(imported))
 
 
+def _load_retrying(settings: Settings) -> Flask:
+    """load_flask_app, as a factory that touches the database needs it: a database not up
+    yet (the URL may be the app's alone), or a table another replica created at the same
+    moment, is tried again within RUNNER_WAIT_TIMEOUT (then exit 3)."""
+    import tenacity
+
+    from runner import wait
+
+    def retried(error: BaseException) -> bool:
+        cause = error.__cause__
+        return cause is not None and (database.is_transient(cause)
+                                      or database.is_already_exists(cause))
+
+    try:
+        flask_app: Flask = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(settings.remaining(settings.wait_timeout)),
+            wait=wait.BACKOFF, retry=tenacity.retry_if_exception(retried),
+            before_sleep=wait.log_waiting, sleep=signals.sleep, reraise=True,
+        )(load_flask_app, settings.app)
+    except ConfigError as error:
+        if error.__cause__ is not None and database.is_transient(error.__cause__):
+            where = (f" (the app may connect elsewhere than {settings.runner_url.describe()},"
+                     f" given by {settings.runner_url_source}: make it read DATABASE_URL)"
+                     if settings.runner_url is not None else "")
+            raise DatabaseUnavailable(f"{error.message}{where}",
+                                      error=database.error_text(error.__cause__)) from None
+        raise
+    return flask_app
+
+
 def load_flask_app(import_path: str | None) -> Flask:
     """The app `flask --app IMPORT_PATH` serves (flask.cli.ScriptInfo.load_app, which also
     honours FLASK_DEBUG); ConfigError with the app's real error and a hint."""
@@ -106,6 +137,10 @@ def load_flask_app(import_path: str | None) -> Flask:
 
     try:
         return ScriptInfo(app_import_path=import_path).load_app()
+    except SystemExit as exc:  # flask_migrate.upgrade() in a factory exits on its errors
+        raise ConfigError(f"the app {import_path or '(wsgi.py or app.py)'} exited while it"
+                          f" loaded (sys.exit({exc.code})): fix the app that --app/FLASK_APP"
+                          " names") from exc
     except Exception as exc:
         raise ConfigError(load_failure(import_path, exc)) from exc
 

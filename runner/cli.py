@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import logging
@@ -20,7 +19,7 @@ from typing import Any, NoReturn
 import runner
 from runner import database, signals, termination
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
-from runner.log import AppLogHandler, emit, events
+from runner.log import AppLogHandler, app_output_captured, emit, events
 from runner.settings import SETTINGS, Settings, read_log_format, resolve
 
 
@@ -245,9 +244,9 @@ def run_cli(argv: Sequence[str], export_environment: bool = False) -> int:
             os.environ.clear()
             os.environ.update(settings.app_environment)
         # stdout carries the command's result only: what the app prints while it loads
-        # and while its env.py runs goes to stderr.
+        # and while its env.py runs goes to stderr (in JSON format, as events).
         args.out = sys.stdout
-        with contextlib.redirect_stdout(sys.stderr):
+        with app_output_captured(events):
             return command.run(settings, args)
     except RunnerError as error:
         emit(error.event, error.message, level="error", exit_code=int(error.exit_code),
@@ -282,8 +281,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # Start-up creates objects that live as long as the process (modules, the app): collect
     # rarely, so that loading them is not scanned over and over.
     gc.set_threshold(50_000, 50, 1_000)
-    # The app's own log records, while the runner loads it and migrates, in the runner's format.
+    # The app's own log records, and its warnings, while the runner loads it and migrates,
+    # in the runner's format.
     logging.getLogger().addHandler(AppLogHandler())
+    logging.captureWarnings(True)
     with signals.handlers_installed():
         code = run_cli(sys.argv[1:] if argv is None else argv, export_environment=True)
     # Only when the runner itself ends: after an exec, gunicorn's exit is gunicorn's to report.

@@ -120,6 +120,23 @@ def is_transient(error: BaseException) -> bool:
     return is_connection_error(error) and not is_permanent(error)
 
 
+_ALREADY_EXISTS_STATES = ("42P07", "42710")
+"""PostgreSQL: duplicate_table, duplicate_object."""
+_ALREADY_EXISTS_MYSQL = {1050, 1061}
+"""MySQL: table exists, duplicate key name."""
+
+
+def is_already_exists(error: BaseException) -> bool:
+    """Whether `error` is a CREATE that lost a race: the table (or its type, PostgreSQL's
+    pg_type unique index, 23505) exists since another session made it."""
+    state = sqlstate(error)
+    if state in _ALREADY_EXISTS_STATES:
+        return True
+    if state == "23505" and "pg_type_typname_nsp_index" in str(driver_error(error)):
+        return True
+    return mysql_code(error) in _ALREADY_EXISTS_MYSQL
+
+
 def error_text(error: BaseException) -> str:
     """The driver's own message on one line, without SQLAlchemy's background link."""
     original = driver_error(error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import json
 import logging
 import re
@@ -144,6 +145,49 @@ class AlembicLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         events.emit("alembic", record.getMessage(), record.levelname.lower(), logger=record.name)
+
+
+class AppOutput(io.TextIOBase):
+    """A stream for what the app writes itself (prints, its own log handlers, warnings)
+    while the runner runs: in JSON format each line becomes an `app.output` event, so that
+    every line of the runner's output is one JSON object."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__()
+        self.log = log
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            if line.strip():
+                self.log.emit("app.output", line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial.strip():
+            self.log.emit("app.output", self._partial.rstrip())
+        self._partial = ""
+
+
+@contextlib.contextmanager
+def app_output_captured(log: EventLog) -> Iterator[None]:
+    """Inside the block, stdout and stderr carry the app's output to `log`: as is in text
+    format (to stderr), as `app.output` events in JSON; the log itself writes to the stderr
+    of before the block."""
+    real, saved = sys.stderr, log.stream
+    log.stream = real
+    target: Any = AppOutput(log) if log.format == "json" else real
+    try:
+        with contextlib.redirect_stdout(target), contextlib.redirect_stderr(target):
+            yield
+    finally:
+        target.flush()
+        log.stream = saved
 
 
 class AppLogHandler(logging.Handler):

@@ -90,15 +90,17 @@ def migrate_on(settings: Settings, target: Target, driver: Driver,
                      "full" if migrations else "fast")
     from runner.upgrade import migrate_holding
 
-    applied, state = migrate_holding(settings, migrations, driver, held_since, sleep)
+    held = migrate_holding(settings, migrations, driver, table, held_since, sleep)
+    applied = held.applied
     if not applied:
         # Behind when this process began to wait, unless it could not tell without the app.
         judged = target.history is not None or migrations is not None
-        return _noop(settings, state.heads, "another process brought the database to head"
-                     if judged else "the database is already at head", "full")
+        return _noop(settings, held.state.heads, "another process brought the database to"
+                     " head" if judged else "the database is already at head", "full")
     elapsed = time.monotonic() - settings.started
-    emit("migrate.applied", f"applied {len(applied)} revision(s): {', '.join(applied)}",
-         revisions=list(applied), elapsed=round(elapsed, 3))
+    who = "the app applied itself while it loaded" if held.by == "app" else "applied"
+    emit("migrate.applied", f"{who} {len(applied)} revision(s): {', '.join(applied)}",
+         revisions=list(applied), elapsed=round(elapsed, 3), by=held.by)
     # A signal during the last revision still ends the process as stopped (128 + signal).
     signals.stop_request.check()
     return MigrationResult(applied=applied, elapsed=elapsed)

@@ -10,10 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from runner import database, lock, manifest, signals, table_locks, wait
-from runner.drivers import Driver
-from runner.errors import DatabaseUnavailable, Interrupted, MigrationFailed, RunnerError
+from runner.drivers import Driver, VersionTable
+from runner.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    Interrupted,
+    MigrationFailed,
+    RunnerError,
+)
 from runner.heartbeat import heartbeat
 from runner.log import preserved_logging
 from runner.revisions import (
@@ -28,15 +35,31 @@ from runner.settings import Settings
 from runner.stopping import stoppable_upgrade
 
 
+@dataclass(frozen=True)
+class Holding:
+    """What the holder of the lock did: the revisions it applied (`by` "runner"), or that
+    the app applied itself while it was loaded (`by` "app", a self-migrating factory)."""
+
+    applied: tuple[str, ...]
+    state: RevisionState
+    by: str = "runner"
+
+
 def migrate_holding(settings: Settings, migrations: Migrations | None, driver: Driver,
-                    held_since: float, sleep: Callable[[float], None]
-                    ) -> tuple[tuple[str, ...], RevisionState]:
+                    table: VersionTable, held_since: float, sleep: Callable[[float], None]
+                    ) -> Holding:
     """Holding the lock on `driver` (since `held_since`, on the monotonic clock): load the
     app (unless `migrations` has it), read the state through env.py, upgrade what is
-    pending; release the lock. The revisions applied and the state read before."""
+    pending; release the lock. A factory that migrates by itself does it now, under the
+    lock: the version `table` read before and after tells."""
     try:
         signals.stop_request.check()
-        migrations = migrations or load(settings)
+        if migrations is None:
+            before = driver.read_versions(table)
+            migrations = _load_watching(settings, driver, table, before)
+            after = driver.read_versions(table)
+        else:
+            before = after = ()
         state = read_state_within(settings, migrations, settings.lock_timeout, sleep)
         _refresh_manifest(settings, migrations, state)
         applied: tuple[str, ...] = ()
@@ -49,7 +72,31 @@ def migrate_holding(settings: Settings, migrations: Migrations | None, driver: D
                 lambda: _upgrade_retrying(settings, migrations, driver, sleep), sleep)
     finally:
         lock.release(driver, settings.started, held_since)
-    return applied, state
+    if not applied and set(before) != set(after):
+        return Holding(_between(migrations, before, after), state, by="app")
+    return Holding(applied, state)
+
+
+def _load_watching(settings: Settings, driver: Driver, table: VersionTable,
+                   before: tuple[str, ...]) -> Migrations:
+    """Load the app; when it cannot be used after it changed the database itself, say so."""
+    try:
+        return load(settings)
+    except ConfigError as error:
+        after = driver.read_versions(table)
+        if set(after) == set(before):
+            raise
+        raise ConfigError(f"{error.message} (the app migrated the database itself while it"
+                          f" loaded, from {', '.join(before) or 'base'} to"
+                          f" {', '.join(after)})") from None
+
+
+def _between(migrations: Migrations, before: tuple[str, ...], after: tuple[str, ...]
+             ) -> tuple[str, ...]:
+    """The revisions from `before` (excluded) up to `after`, oldest first."""
+    script = migrations.script
+    revisions = script.iterate_revisions(tuple(after), tuple(before) or "base")
+    return tuple(reversed([revision.revision for revision in revisions]))
 
 
 def read_state_within(settings: Settings, migrations: Migrations, budget: float,

@@ -20,6 +20,11 @@ T = TypeVar("T")
 MAX_DELAY = 1.0
 """The cap on the backoff between attempts, in seconds (before up to 0.2 s of jitter)."""
 
+# wait_exponential_jitter takes multiplier= only from tenacity 9.2: composed here (the cap,
+# then the jitter), as every tenacity since 8 has it.
+BACKOFF = tenacity.wait_exponential(multiplier=0.1, max=MAX_DELAY) + tenacity.wait_random(0, 0.2)
+"""The pause between two attempts to reach the database."""
+
 
 def retry_policy(
     timeout: float, sleep: Callable[[float], None] = signals.sleep
@@ -28,10 +33,7 @@ def retry_policy(
     or restarting is tried again; a refusal, or any other error, is not."""
     return tenacity.Retrying(
         stop=tenacity.stop_after_delay(timeout),
-        # wait_exponential_jitter takes multiplier= only from tenacity 9.2: composed here
-        # (the cap, then the jitter), as every tenacity since 8 has it.
-        wait=tenacity.wait_exponential(multiplier=0.1, max=MAX_DELAY)
-        + tenacity.wait_random(0, 0.2),
+        wait=BACKOFF,
         retry=tenacity.retry_if_exception(database.is_transient),
         before_sleep=log_waiting,
         sleep=sleep,

@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from runner import database
 from runner.drivers import (
     APPLICATION_NAME_PREFIX,
     Driver,
@@ -49,7 +50,7 @@ _ROOM = (
 )
 """The connections left for other clients, of how many (a waiter's reading)."""
 
-_VERSION_TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+_UNDEFINED_TABLE, _UNDEFINED_SCHEMA = "42P01", "3F000"
 
 HOLDER = """
     SELECT a.application_name, a.xact_start, host(a.client_addr)
@@ -187,13 +188,19 @@ class PostgresqlDriver(Driver):
             return self._versions(table)
 
     def _versions(self, table: VersionTable) -> tuple[str, ...]:
+        """The version table's rows, in the reading's scope (it ends the transaction, or
+        rolls back to its savepoint, so a missing table's error is left behind). A SELECT,
+        not a look in the catalog: in the lock's long transaction the catalog cache is
+        refreshed only by taking a lock, which the SELECT does."""
         name = quote_identifier(table.name, '"')
         if table.schema:
             name = f"{quote_identifier(table.schema, chr(34))}.{name}"
-        ((exists,),) = self.fetch(_VERSION_TABLE_EXISTS, (name,))
-        if not exists:
-            return ()
-        return tuple(str(row[0]) for row in self.fetch(f"SELECT version_num FROM {name}"))
+        try:
+            return tuple(str(row[0]) for row in self.fetch(f"SELECT version_num FROM {name}"))
+        except Exception as error:  # the driver's UndefinedTable
+            if database.sqlstate(error) in (_UNDEFINED_TABLE, _UNDEFINED_SCHEMA):
+                return ()
+            raise
 
     def release(self) -> None:
         if self.held:
