@@ -50,12 +50,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:${PATH} \
     VIRTUAL_ENV=/opt/venv \
-    FLASK_APP="app:create_app()" \
-    RUNNER_MIGRATIONS_DIR=/app/example/migrations
+    FLASK_APP="app:create_app()"
 
-# RUNNER_MIGRATIONS_DIR: with it (and the URL from DATABASE_URL/_FILE), a
-# replica whose database is already at head decides so without loading the
-# app: `runner migrate`/`check` then cost a fraction of `flask db upgrade`.
+# No RUNNER_MIGRATIONS_DIR: the app names its migrations directory itself, and
+# the manifest below is only used by starts with the same FLASK_APP and the same
+# RUNNER_MIGRATIONS_DIR (here: none) as `runner prepare` had.
 
 # A fixed, unprivileged uid (a home is not needed).
 RUN groupadd --system --gid 10001 app \
@@ -68,8 +67,24 @@ COPY example/ /app/example/
 # The app's instance folder holds the default SQLite database: the only place
 # the app writes, so the only place the non-root user owns. The code stays
 # root-owned and read-only to it.
+#
+# Then `runner prepare`, the last build step, after the app's files and in the
+# WORKDIR the containers run in, with the FLASK_APP above: it loads the app once
+# (no database: without DATABASE_URL the example only names a SQLite file in
+# its instance folder) and writes /app/example/.migrate-runner.json, what only
+# the app knows (migrations directory, version table, binds, heads) with a
+# digest of every file it came from. A replica whose database is at head then
+# decides so with one query, without loading the app (`migrate.noop` with
+# `path: "fast"`); run with another FLASK_APP, RUNNER_MIGRATIONS_DIR or working
+# directory, or with a changed file, it loads the app, as without the manifest.
+# The manifest is only read at run time: the root filesystem may be read-only.
+# The example picks other migrations (migrations_multidb/, a second database)
+# when EXAMPLE_SECOND_DATABASE_URL is set at run time, which no manifest can
+# see: run such containers with RUNNER_MIGRATIONS_DIR=/app/example/migrations_multidb
+# as well, which sets the manifest aside (each start loads the app).
 RUN mkdir -p /app/example/instance \
-    && chown app:app /app/example/instance
+    && chown app:app /app/example/instance \
+    && runner prepare
 
 # Numeric, so that Kubernetes runAsNonRoot can verify it without /etc/passwd.
 USER 10001:10001

@@ -225,9 +225,10 @@ def in_parallel(func: Callable[..., Any], items: list[Any]) -> list[Any]:
 
 
 def run_once(host: Host, *args: str, env: dict[str, str] | None = None,
-             network: str = "host", timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """podman run --rm IMAGE ARGS: a one-off job; its result."""
-    flags = [f"--network={network}", "--label", f"{LABEL}=1", "--no-healthcheck"]
+             network: str = "host", timeout: float = 180,
+             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """podman run --rm [EXTRA] IMAGE ARGS: a one-off job; its result."""
+    flags = [f"--network={network}", "--label", f"{LABEL}=1", "--no-healthcheck", *extra]
     for key, value in {"RUNNER_LOG_FORMAT": "json", **(env or {})}.items():
         flags += ["-e", f"{key}={value}"]
     return podman("run", "--rm", *flags, host.image, *args, check=False, timeout=timeout)

@@ -110,6 +110,9 @@ def test_compose_up_three_replicas_one_migrates(host: Host, compose: Compose) ->
           f"migrate.noop x{counts['migrate.noop']}, db.waiting x{counts['db.waiting']}")
     assert counts["migrate.applied"] == 1, per_replica
     assert counts["migrate.noop"] == 2, per_replica
+    # The URL from DATABASE_URL_FILE and the image's manifest: the others never loaded the app.
+    paths = [e.get("path") for c in replicas for e in c.events() if e["event"] == "migrate.noop"]
+    assert paths == ["fast", "fast"], paths
 
     # The URL came from the secret file, and is never logged with its password.
     logs = "".join(c.logs() for c in replicas)
@@ -125,6 +128,8 @@ def test_compose_up_three_replicas_one_migrates(host: Host, compose: Compose) ->
     print(f"[e2e] compose: run --rm migrate: exit {run.returncode}, events {events}")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "migrate.noop" in events
+    assert [e.get("path") for e in parse_events(run.stdout + run.stderr)
+            if e["event"] == "migrate.noop"] == ["fast"], run.stderr[-3000:]
 
     results = in_parallel(stop_and_time, replicas)
     for container, (code, seconds) in zip(replicas, results, strict=True):

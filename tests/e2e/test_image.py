@@ -10,16 +10,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from e2e_helpers import (
+    LABEL,
     Container,
     Database,
     Host,
     TcpProxy,
+    fresh_database,
     in_parallel,
     parse_events,
     podman,
@@ -33,6 +36,12 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example"
 REPLICAS = 3
+# The image's WORKDIR and FLASK_APP (Dockerfile), with which `runner prepare` ran at build.
+WORKDIR = "/app/example"
+FLASK_APP = "app:create_app()"
+MANIFEST = f"{WORKDIR}/.migrate-runner.json"
+# gunicorn's app, as `runner run`/`serve` exec it: runner.wsgi loads FLASK_APP in each worker.
+GUNICORN_APP = f"runner.wsgi:serve({FLASK_APP!r})"
 
 
 def script_heads() -> set[str]:
@@ -46,8 +55,14 @@ def start_replicas(containers: Callable[..., Container], env: dict[str, str]) ->
     return in_parallel(lambda _i: containers(env=env), list(range(REPLICAS)))
 
 
+def noop_paths(events: list[dict[str, Any]]) -> list[str | None]:
+    """The `path` of each migrate.noop: "fast" (the app not loaded) or "full"."""
+    return [e.get("path") for e in events if e["event"] == "migrate.noop"]
+
+
 def check_one_migrated(replicas: list[Container]) -> Counter[str]:
-    """Exactly one replica logged migrate.applied, the others migrate.noop."""
+    """Exactly one replica logged migrate.applied, the others migrate.noop without loading
+    the app (the image's manifest: they waited for the lock or found the head)."""
     per_replica = {c.name: c.event_names() for c in replicas}
     counts = Counter(
         e for names in per_replica.values() for e in names if e.startswith("migrate.")
@@ -57,6 +72,8 @@ def check_one_migrated(replicas: list[Container]) -> Counter[str]:
     assert counts["migrate.failed"] == 0, per_replica
     for name, names in per_replica.items():
         assert "serve.exec" in names, (name, names)
+    paths = [path for c in replicas for path in noop_paths(c.events())]
+    assert paths == ["fast"] * (REPLICAS - 1), paths
     return counts
 
 
@@ -97,6 +114,8 @@ def test_replicas_migrate_once_and_serve(
         # gunicorn is PID 1: the runner exec'd it, no shell in between.
         argv = container.pid1_argv()
         assert any(Path(arg).name == "gunicorn" for arg in argv[:2]), argv
+        # on the app as runner.wsgi loads it in each worker (the runner never loaded it)
+        assert argv[-1] == GUNICORN_APP, argv
         # not root
         uid = container.exec("id", "-u").stdout.strip()
         assert uid != "0", uid
@@ -159,9 +178,11 @@ def test_migrate_one_off(host: Host, database: Database) -> None:
     current = {row[0] for row in database.query("SELECT version_num FROM alembic_version")}
     assert current == script_heads()
 
-    again = run_once(host, "migrate", env=env)
+    # At head, the image's manifest tells so with one query, without loading the app, on
+    # a read-only root filesystem too (Kubernetes): the manifest is only read.
+    again = run_once(host, "migrate", env=env, extra=("--read-only",))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "migrate.noop" in [e["event"] for e in parse_events(again.stdout + again.stderr)]
+    assert noop_paths(parse_events(again.stdout + again.stderr)) == ["fast"], again.stderr
 
     check = run_once(host, "check", env=env)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -170,6 +191,67 @@ def test_migrate_one_off(host: Host, database: Database) -> None:
     report = json.loads(status.stdout)
     assert set(report["current"]) == set(report["heads"]) == script_heads(), report
     assert report["pending"] == [], report
+
+
+def test_image_ships_the_manifest(host: Host, pg_database: Database) -> None:
+    """`runner prepare` ran at build, in the WORKDIR, with the image's FLASK_APP and no
+    RUNNER_MIGRATIONS_DIR; starts that differ from it load the app, and still decide."""
+    config = json.loads(podman("image", "inspect", "--format", "{{json .Config}}",
+                               host.image).stdout)
+    assert config["WorkingDir"] == WORKDIR, config["WorkingDir"]
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env.get("FLASK_APP") == FLASK_APP, env
+    assert "RUNNER_MIGRATIONS_DIR" not in env, env
+    shown = podman("run", "--rm", "--network=none", "--label", f"{LABEL}=1",
+                   "--entrypoint", "python3", host.image, "-c",
+                   "import json, os, sys; path = sys.argv[1]; stat = os.stat(path); "
+                   "print(json.dumps({'manifest': json.load(open(path)), 'uid': stat.st_uid, "
+                   "'writable': os.access(path, os.W_OK)}))", MANIFEST)
+    found = json.loads(shown.stdout)
+    manifest = found["manifest"]
+    assert (manifest["cwd"], manifest["app"], manifest["directory"]) == (
+        WORKDIR, FLASK_APP, None), manifest
+    assert manifest["migrations_directory"] == f"{WORKDIR}/migrations", manifest
+    assert set(manifest["heads"]) == script_heads(), manifest
+    assert f"{WORKDIR}/app.py" in manifest["files"], sorted(manifest["files"])
+    # root's, read-only to the app's user: a start never rewrites it
+    assert (found["uid"], found["writable"]) == (0, False), found
+
+    url = {"DATABASE_URL": pg_database.url}
+    first = run_once(host, "migrate", env=url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    timings = {}
+    for label, extra_env in (("manifest", {}),
+                             ("RUNNER_MIGRATIONS_DIR", {
+                                 "RUNNER_MIGRATIONS_DIR": f"{WORKDIR}/migrations"})):
+        start = time.monotonic()
+        result = run_once(host, "migrate", env={**url, **extra_env})
+        timings[label] = time.monotonic() - start
+        assert result.returncode == 0, result.stdout + result.stderr
+        expected = "fast" if label == "manifest" else "full"
+        assert noop_paths(parse_events(result.stdout + result.stderr)) == [expected], (
+            label, result.stderr[-3000:])
+    print(f"\n[e2e] manifest {MANIFEST}: heads {manifest['heads']}, "
+          f"{len(manifest['files'])} files; migrate at head: path fast "
+          f"{timings['manifest']:.1f} s, with RUNNER_MIGRATIONS_DIR set (path full) "
+          f"{timings['RUNNER_MIGRATIONS_DIR']:.1f} s (podman run included)")
+
+
+def test_second_database_sets_the_manifest_aside(host: Host, pg_database: Database) -> None:
+    """EXAMPLE_SECOND_DATABASE_URL makes the example use migrations_multidb/, which the
+    build's manifest does not know: with RUNNER_MIGRATIONS_DIR naming that directory (as
+    the Dockerfile says), every start loads the app and sees both databases at head."""
+    with fresh_database("postgresql") as audit:
+        env = {"DATABASE_URL": pg_database.url, "EXAMPLE_SECOND_DATABASE_URL": audit.url,
+               "RUNNER_MIGRATIONS_DIR": f"{WORKDIR}/migrations_multidb"}
+        outcomes = []
+        for _ in range(2):
+            result = run_once(host, "migrate", env=env)
+            assert result.returncode == 0, result.stdout + result.stderr
+            outcomes.append([(e["event"], e.get("path")) for e in parse_events(
+                result.stdout + result.stderr) if e["event"].startswith("migrate.")])
+        assert outcomes == [[("migrate.applied", None)], [("migrate.noop", "full")]], outcomes
+        assert "audit_event" in audit.tables()
 
 
 def test_check_before_migrating_exits_5(host: Host, pg_database: Database) -> None:

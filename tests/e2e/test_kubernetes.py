@@ -283,6 +283,8 @@ def _assert_serves(play: Play) -> list[str]:
     assert inspect[1] == "10001:10001", inspect
     assert inspect[2].strip() == "[]", f"{web.name}: capabilities left: {inspect[2]}"
     assert "gunicorn" in " ".join(web.pid1_argv()), web.pid1_argv()
+    # runner.wsgi loads the image's FLASK_APP in each worker; `serve` never loaded it
+    assert web.pid1_argv()[-1] == "runner.wsgi:serve('app:create_app()')", web.pid1_argv()
     events = [e["event"] for e in web.events()]
     assert "serve.exec" in events, events
     assert not [e for e in events if e.startswith(("migrate.", "lock."))], (
@@ -318,6 +320,9 @@ def test_base_init_containers_race_one_migrates(plays: Callable[..., Play],
     applied = [pod for pod, found in outcomes.items() if found[0]["event"] == "migrate.applied"]
     noops = [pod for pod, found in outcomes.items() if found[0]["event"] == "migrate.noop"]
     assert len(applied) == 1 and len(noops) == REPLICAS - 1, outcomes
+    # The waiters never loaded the app: the image's manifest (runner prepare at build),
+    # read on a read-only root filesystem, told them the head.
+    assert [outcomes[pod][0].get("path") for pod in noops] == ["fast"] * len(noops), outcomes
     revisions = outcomes[applied[0]][0]["revisions"]
     assert pg_database.query("SELECT version_num FROM alembic_version") == [(revisions[-1],)]
     lock_waits = sum(1 for events in init_events.values()

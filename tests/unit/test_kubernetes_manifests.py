@@ -6,7 +6,8 @@ Kubernetes JSON schemas in strict mode (``kubernetes-validate``: unknown
 fields are errors), and the properties the design depends on are checked:
 who migrates and who serves, the grace period against gunicorn's graceful
 timeout, the read-only root filesystem, the database URL from a file, the
-termination message policy.
+termination message policy, and that no container is set up to miss the fast
+start the image's ``runner prepare`` manifest gives.
 
 Without kubectl or kubernetes-validate the tests skip, unless
 ``RUNNER_REQUIRE_E2E=1`` or ``CI`` is set: then they fail.
@@ -26,6 +27,7 @@ from support import REQUIRE_E2E, kustomize, unavailable
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 GUNICORN_CONF = ROOT / "runner" / "gunicorn_config.py"
+DOCKERFILE = ROOT / "Dockerfile"
 VARIANTS = {"base": DEPLOY, "job": DEPLOY / "overlays" / "job"}
 
 # The oldest version the manifests need (preStop `sleep` is on by default from
@@ -287,6 +289,31 @@ def check_settings(docs: list[Doc]) -> None:
             assert float(env[key]) > 0
 
 
+def image_flask_app() -> str:
+    """The FLASK_APP the example image sets, with which its `runner prepare` ran."""
+    match = re.search(r'^\s*FLASK_APP="([^"]+)"', DOCKERFILE.read_text(), re.MULTILINE)
+    assert match, f"no FLASK_APP=\"...\" found in {DOCKERFILE}"
+    return match.group(1)
+
+
+def check_fast_start(docs: list[Doc]) -> None:
+    """Every container starts as the image's `runner prepare` ran: the image's working
+    directory and FLASK_APP, no RUNNER_MIGRATIONS_DIR; else every start loads the app."""
+    flask_app = image_flask_app()
+    for where, spec in pod_specs(docs):
+        for container in all_containers(spec):
+            name = f"{where} container {container['name']}"
+            env = settings(docs, container)
+            assert "RUNNER_MIGRATIONS_DIR" not in env, (
+                f"{name}: RUNNER_MIGRATIONS_DIR set, the image's manifest was made without")
+            assert env.get("FLASK_APP", flask_app) == flask_app, (
+                f"{name}: FLASK_APP {env['FLASK_APP']!r}, the image's is {flask_app!r}")
+            assert "workingDir" not in container, (
+                f"{name}: workingDir {container['workingDir']!r}, not the image's WORKDIR")
+            flags = [arg.split("=", 1)[0] for arg in argv(container)]
+            assert not {"--app", "--directory"} & set(flags), f"{name}: {argv(container)}"
+
+
 def check_termination_message(docs: list[Doc]) -> None:
     """Every container: the runner's JSON outcome, else the last log lines, in the pod status."""
     for where, spec in pod_specs(docs):
@@ -304,6 +331,7 @@ CHECKS: dict[str, Callable[[list[Doc]], None]] = {
     "availability": check_availability,
     "settings": check_settings,
     "termination_message": check_termination_message,
+    "fast_start": check_fast_start,
 }
 
 
@@ -412,6 +440,14 @@ def _mutations() -> dict[str, tuple[str, Callable[[list[Doc]], None], Callable[[
         one(docs, "Job")["spec"]["template"]["spec"]["containers"][0].pop(
             "terminationMessagePolicy")
 
+    def migrations_dir_set(docs: list[Doc]) -> None:
+        configmap = next(doc for doc in docs if doc["kind"] == "ConfigMap"
+                         and doc["metadata"]["name"].startswith("migrate-runner-"))
+        configmap["data"]["RUNNER_MIGRATIONS_DIR"] = "/app/example/migrations"
+
+    def job_working_dir(docs: list[Doc]) -> None:
+        one(docs, "Job")["spec"]["template"]["spec"]["containers"][0]["workingDir"] = "/app"
+
     return {
         "app container runs `run`": ("base", app_runs_run, check_base_roles),
         "app container runs the image's CMD": ("base", app_runs_image_cmd, check_base_roles),
@@ -426,6 +462,8 @@ def _mutations() -> dict[str, tuple[str, Callable[[list[Doc]], None], Callable[[
         "one replica": ("base", one_replica, check_availability),
         "Job without terminationMessagePolicy": (
             "job", job_without_termination_policy, check_termination_message),
+        "RUNNER_MIGRATIONS_DIR in the settings": ("base", migrations_dir_set, check_fast_start),
+        "Job in another working directory": ("job", job_working_dir, check_fast_start),
     }
 
 
