@@ -49,7 +49,9 @@ case "${1:-serve}" in
     "$venv/bin/mypy" runner
     "$venv/bin/hadolint" Dockerfile docker/app.Dockerfile tests/e2e/*/Containerfile
     find docker tests -name '*.sh' -print0 | xargs -0 "$venv/bin/shellcheck" run.sh .ci/run
-    exec "$venv/bin/python" -m pytest "$@"
+    # Tests in parallel (each has databases and files of its own); the container tests
+    # in one worker, one after another (RUNNER_TEST_WORKERS=0: none in parallel).
+    exec "$venv/bin/python" -m pytest -n "${RUNNER_TEST_WORKERS:-3}" --dist loadgroup "$@"
     ;;
   test-floor)
     shift

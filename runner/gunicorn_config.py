@@ -55,3 +55,23 @@ if os.environ.get("RUNNER_LOG_FORMAT") == "json":
             "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
         },
     }
+
+
+# Probes (GET /healthz, /readyz of runner.health) every few seconds would fill the access
+# log: a probe that succeeds is not logged; one that fails is.
+PROBE_PATHS = ("/healthz", "/readyz")
+
+
+class QuietProbes:
+    """A filter for gunicorn.access: drops the records of successful probes."""
+
+    def filter(self, record: Any) -> bool:
+        atoms = record.args if isinstance(record.args, dict) else {}
+        return not (atoms.get("U") in PROBE_PATHS and str(atoms.get("s")) == "200")
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn's hook in each worker: the probe filter on the access log."""
+    import logging
+
+    logging.getLogger("gunicorn.access").addFilter(QuietProbes())

@@ -48,7 +48,7 @@ class Heartbeat:
         """before_cursor_execute: note the statement; a CONCURRENTLY one waits for the
         reading in flight, and none starts in the lock's transaction until it ends."""
         if "CONCURRENTLY" in statement.upper():
-            with self.driver._guard:
+            with self.driver.guard:
                 self.concurrently = True
         self.statement = statement
         revision = self.steps[-1] if self.steps else None
@@ -88,7 +88,7 @@ class Heartbeat:
             return None
         read = (progress.read_postgresql if self.driver.backend == "postgresql"
                 else progress.read_mysql)
-        with self.driver._guard:
+        with self.driver.guard:
             outside = self.concurrently
             cursors = self.driver.reading_outside() if outside else self.driver.reading()
             with cursors as cursor:

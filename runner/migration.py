@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from runner import lock, signals, wait
 from runner.drivers import Driver, VersionTable
-from runner.history import Verdict, judge_newer
+from runner.history import Verdict
 from runner.log import emit
 from runner.settings import Settings
 from runner.target import Target, target_for
@@ -63,16 +63,15 @@ def migrate_on(settings: Settings, target: Target, driver: Driver,
         history = target.history
         current = wait.retry_policy(settings.remaining(settings.wait_timeout), sleep)(
             driver.read_versions, target.table)
-        verdict = history.verdict(current)
-        if verdict is Verdict.AHEAD:
-            judge_newer(target.url.describe(), history, current, settings.allow_newer_database)
-        if verdict is not Verdict.BEHIND:
+        if history.verdict(current) is Verdict.AT_HEAD:
             return _noop(settings, tuple(history.heads), "the database is already at head",
                          "fast")
+        # Behind, or at a revision the manifest does not know (a newer release's, or one
+        # from a configuration only the app can see): the app decides, under the lock.
         table = target.table
 
         def at_head(current: tuple[str, ...]) -> bool:
-            return history.verdict(current) is not Verdict.BEHIND
+            return history.verdict(current) is Verdict.AT_HEAD
     else:
         table, at_head = target.table, None  # only the app can tell: wait for the lock
     acquired = lock.acquire(driver, settings.remaining(settings.lock_timeout), table, at_head,

@@ -43,7 +43,7 @@ def lint(settings: Settings, migrations: Migrations, from_revision: str | None,
     except engine.RenderError as error:
         raise ConfigError(f"the revisions cannot be rendered to lint them: {error}") from None
     facts = None
-    if driver is not None:
+    if driver is not None and driver.backend != "sqlite":  # SQLite: no sizes to read
         with driver.reading() as cursor:
             facts = engine.read_facts(cursor, driver.url.backend, rendered.tables)
     return engine.judge(rendered, facts, engine.LintSettings(

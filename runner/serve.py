@@ -28,7 +28,7 @@ def wait_for_head(settings: Settings, sleep: Callable[[float], None] = signals.s
     """Wait for the database, then poll until it is at head (or ahead, where allowed);
     NotAtHead when the wait timeout (from the start) runs out. With a valid manifest, one
     query a poll on the runner's connection; else through the app's env.py."""
-    from runner.history import Verdict, judge_newer
+    from runner.history import Verdict
     from runner.migration import load
     from runner.revisions import read_state
     from runner.target import target_for
@@ -36,17 +36,15 @@ def wait_for_head(settings: Settings, sleep: Callable[[float], None] = signals.s
     target = target_for(settings, load)
     with wait.connected(settings, target.url, target.table, target.source, sleep) as driver:
         history = target.history
-        if history is not None:
+        if history is not None and history.verdict(
+                driver.read_versions(target.table)) is not Verdict.AHEAD:
             def reading() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
                 current = driver.read_versions(target.table)
-                verdict = history.verdict(current)
-                if verdict is Verdict.AHEAD:
-                    judge_newer(target.url.describe(), history, current,
-                                settings.allow_newer_database)
-                behind = () if verdict is not Verdict.BEHIND else tuple(sorted(
-                    history.heads))
-                return current, tuple(sorted(history.heads)), behind
+                heads = tuple(sorted(history.heads))
+                return current, heads, () if history.verdict(current) is Verdict.AT_HEAD \
+                    else heads
         else:
+            # No manifest, or a revision it does not know: the app's env.py decides.
             migrations = target.migrations or load(settings)
 
             def reading() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner import wait
 from runner.drivers import Holder
-from runner.history import Verdict, judge_newer
+from runner.history import Verdict
 from runner.migration import load
 from runner.settings import Settings
 from runner.target import target_for
@@ -23,11 +23,7 @@ def check(settings: Settings) -> tuple[str, ...]:
         if target.history is not None:
             current = wait.retry_policy(settings.remaining(settings.wait_timeout))(
                 driver.read_versions, target.table)
-            verdict = target.history.verdict(current)
-            if verdict is Verdict.AHEAD:
-                judge_newer(target.url.describe(), target.history, current,
-                            settings.allow_newer_database)
-            if verdict is not Verdict.BEHIND:
+            if target.history.verdict(current) is Verdict.AT_HEAD:
                 return tuple(sorted(target.history.heads))
         from runner.revisions import read_state, require_head
 

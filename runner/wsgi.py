@@ -37,7 +37,7 @@ def serve(import_path: str | None = None) -> Flask:
 
 
 class _DebugLevel(logging.Filter):
-    """Alembic's INFO lines in a worker (its plugins announcing themselves) become DEBUG."""
+    """Alembic's plugins announcing themselves at INFO in every worker: DEBUG lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.INFO:
@@ -46,4 +46,5 @@ class _DebugLevel(logging.Filter):
 
 
 def _quiet_alembic_plugins() -> None:
-    logging.getLogger("alembic").addFilter(_DebugLevel())
+    # On the logger that makes the records (a logger's filters do not see its children's).
+    logging.getLogger("alembic.runtime.plugins").addFilter(_DebugLevel())

@@ -22,6 +22,14 @@ from support import (
 SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MariaDB"}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With pytest-xdist (./run.sh test), the container tests share one worker and run one
+    after another: they build images and start pods that other container tests reuse."""
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+
+
 @pytest.fixture(autouse=True)
 def restore_sys_path() -> Iterator[None]:
     """Loading an app in-process puts its directory on sys.path, as `flask` does: no test

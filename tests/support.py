@@ -91,6 +91,15 @@ RUNNER_VARIABLE_PREFIXES = (
 UNIMPORTABLE_APP = 'raise RuntimeError("the app was imported")\n'
 """An app whose import fails: a command that loads it exits 2, one that does not cannot tell."""
 
+COUNTED_APP = (
+    "import os\n"
+    "with open(os.path.join(os.path.dirname(__file__), 'imports.log'), 'a') as log:\n"
+    "    log.write(f'{os.getpid()}\\n')\n"
+    "from app import create_app\n"
+)
+"""The example's app (counted.py beside app.py), recording each process that imports it in
+imports.log: a fast start never does."""
+
 
 def runner_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
     """The environment for a runner process: the example app, JSON logs, this interpreter."""

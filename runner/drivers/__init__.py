@@ -12,6 +12,7 @@ import abc
 import contextlib
 import datetime
 import hashlib
+import math
 import os
 import socket
 import threading
@@ -27,6 +28,11 @@ APPLICATION_NAME_PREFIX = "migrate-runner"
 """The first word of the PostgreSQL application_name, and of the MySQL holder's beacon."""
 
 Rows = list[tuple[Any, ...]]
+
+ROOM_FRACTION = 0.1
+ROOM_MINIMUM = 5
+"""A waiter keeps its connection between polls while more than this share of the server's
+connections (and more than ROOM_MINIMUM) is free for other clients."""
 
 
 @dataclass(frozen=True)
@@ -121,13 +127,18 @@ class Driver(abc.ABC):
         """Whether this process holds the migration lock."""
         self._connection: Any = None
         self._engine: Any = None  # the SQLAlchemy engine behind a foreign driver's connection
-        self._guard = threading.RLock()
+        self.guard = threading.RLock()
+        """Held by every use of the connection: one thread at a time (the progress thread
+        and the upgrade's statement hook take it too)."""
+        self.room: tuple[int, int] | None = None
+        """At the last poll: the connections the server had left for other clients, of how
+        many (set by a waiter's poll)."""
 
     # The connection ---------------------------------------------------------------------
 
     def connect(self) -> None:
         """Open the connection if it is not open; the driver's error if the server refuses."""
-        with self._guard:
+        with self.guard:
             if self._connection is None:
                 self._connection = self._open()
 
@@ -153,7 +164,7 @@ class Driver(abc.ABC):
 
     def fetch(self, query: str, params: Sequence[Any] = ()) -> Rows:
         """The rows of `query` (with %s placeholders) on the connection."""
-        with self._guard:
+        with self.guard:
             cursor = self.connection.cursor()
             try:
                 if params:
@@ -166,7 +177,7 @@ class Driver(abc.ABC):
 
     def end_transaction(self) -> None:
         """Roll back the connection's transaction (a reading's: it changed nothing)."""
-        with self._guard:
+        with self.guard:
             if self._connection is not None:
                 self._connection.rollback()
 
@@ -174,7 +185,7 @@ class Driver(abc.ABC):
     def scope(self) -> Iterator[None]:
         """Run readings that leave nothing behind: no transaction stays open after them
         (or, where the lock lives in one, nothing they took stays in it)."""
-        with self._guard:
+        with self.guard:
             try:
                 yield
             finally:
@@ -183,7 +194,7 @@ class Driver(abc.ABC):
     @contextlib.contextmanager
     def reading(self) -> Iterator[Any]:
         """A cursor for a reading of another thread (progress, table sizes), in `scope`."""
-        with self._guard, self.scope():
+        with self.guard, self.scope():
             cursor = self.connection.cursor()
             try:
                 yield cursor
@@ -200,7 +211,7 @@ class Driver(abc.ABC):
 
     def close(self) -> None:
         """Close the connection, which frees the lock if it is still held."""
-        with self._guard:
+        with self.guard:
             connection, self._connection, self.held = self._connection, None, False
             if connection is not None:
                 with contextlib.suppress(Exception):  # closing frees what it held anyway
@@ -217,8 +228,21 @@ class Driver(abc.ABC):
             self.close()
 
     def short_of_room(self) -> bool:
-        """Whether the server had few connections left at the last poll."""
-        return False
+        """Whether the server had few connections left at the last poll: at most a tenth of
+        them, or ROOM_MINIMUM."""
+        if self.room is None:
+            return False
+        free, total = self.room
+        return free <= max(ROOM_MINIMUM, math.ceil(total * ROOM_FRACTION))
+
+    def connect_arguments(self, database_key: str) -> dict[str, Any]:
+        """The bundled driver's connect() arguments for the URL (the database under
+        `database_key`), its query parameters passed on as SQLAlchemy's dialects pass them."""
+        url = self.url
+        arguments: dict[str, Any] = {"host": url.host, "port": url.port, "user": url.username,
+                                     "password": url.password, database_key: url.database}
+        arguments.update(url.query)
+        return {key: value for key, value in arguments.items() if value is not None}
 
     # The version table and the lock ----------------------------------------------------
 

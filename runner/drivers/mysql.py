@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import threading
 from typing import Any
 
@@ -51,16 +50,13 @@ _VERSION_TABLE_EXISTS = (
     " WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s"
 )
 
-_ROOM = ("SELECT @@max_connections - CAST(VARIABLE_VALUE AS SIGNED), @@max_connections"
-         " FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'THREADS_CONNECTED'")
+_CONNECTED = "SHOW GLOBAL STATUS LIKE 'Threads_connected'"
+"""The sessions on the server now (MariaDB and MySQL 8 alike; no privilege needed)."""
 
 READ_TIMEOUT = 60
 """Seconds a statement on the lock's connection may take (all are short): a server that
 went silent is found out, not waited for."""
 
-ROOM_FRACTION = 0.1
-ROOM_MINIMUM = 5
-"""As for PostgreSQL (runner.drivers.postgresql)."""
 
 
 def user_lock_name(name: str) -> str:
@@ -88,14 +84,6 @@ def holder_from_rows(lock: str, connection_id: int, rows: Rows) -> Holder:
                   why_unknown=why)
 
 
-def connect_arguments(url: DatabaseUrl) -> dict[str, Any]:
-    """PyMySQL's connect() arguments for `url`."""
-    arguments: dict[str, Any] = {"host": url.host, "port": url.port, "user": url.username,
-                                 "password": url.password, "database": url.database}
-    arguments.update(url.query)
-    return {key: value for key, value in arguments.items() if value is not None}
-
-
 class MysqlDriver(Driver):
     """`GET_LOCK(name, 0)`; the server frees it when the connection ends."""
 
@@ -106,7 +94,6 @@ class MysqlDriver(Driver):
         self.user_lock = user_lock_name(name)
         self._latch = f"{self.user_lock}/holder"
         self._beacon: threading.Thread | None = None
-        self._room: tuple[int, int] | None = None
 
     def _open(self, read_timeout: float | None = READ_TIMEOUT) -> Any:
         timeout = max(1, int(self.connect_timeout))
@@ -115,7 +102,7 @@ class MysqlDriver(Driver):
         import pymysql  # type: ignore[import-untyped]
 
         connection = pymysql.connect(connect_timeout=timeout, read_timeout=read_timeout,
-                                     write_timeout=timeout, **connect_arguments(self.url))
+                                     write_timeout=timeout, **self.connect_arguments("database"))
         # SQLAlchemy's mariadb:// dialect refuses a server that is not MariaDB.
         if self.url.backend == "mariadb" and "mariadb" not in connection.get_server_info().lower():
             connection.close()
@@ -133,16 +120,11 @@ class MysqlDriver(Driver):
                 self.held = True
                 self._show_holder()
                 return Poll(taken=True)
-            free, total = self.fetch(_ROOM)[0]
-            self._room = (int(free), int(total))
+            ((_, connected),) = self.fetch(_CONNECTED)
+            ((total,),) = self.fetch("SELECT @@max_connections")
+            self.room = (int(total) - int(connected), int(total))
             return Poll(taken=False,
                         versions=None if table is None else self._versions(table))
-
-    def short_of_room(self) -> bool:
-        if self._room is None:
-            return False
-        free, total = self._room
-        return free <= max(ROOM_MINIMUM, math.ceil(total * ROOM_FRACTION))
 
     def read_versions(self, table: VersionTable) -> tuple[str, ...]:
         with self.scope():

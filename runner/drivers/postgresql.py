@@ -15,8 +15,7 @@ reads on this connection while one runs.
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from runner import database
@@ -25,16 +24,15 @@ from runner.drivers import (
     Driver,
     Holder,
     Poll,
+    Rows,
     VersionTable,
     hashed,
     quote_identifier,
     this_holder,
     utc_timestamp,
 )
+from runner.errors import ConfigError
 from runner.urls import DatabaseUrl
-
-LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
-"""Drivers whose URL query parameters are libpq's: psycopg 3 reads them the same way."""
 
 _TRY_LOCK = ("SELECT pg_try_advisory_xact_lock(%s),"
              " set_config('idle_in_transaction_session_timeout', '0', true)")
@@ -62,11 +60,6 @@ HOLDER = """
 """
 """The session that holds the advisory lock whose key has the halves (high, low): its
 application_name, when its transaction (the lock's) started, its client's address."""
-
-ROOM_FRACTION = 0.1
-"""A waiter keeps its connection between polls only while more than this share of the
-server's connections (and at least ROOM_MINIMUM) is free."""
-ROOM_MINIMUM = 5
 
 # PostgreSQL keeps the first NAMEDATALEN - 1 bytes of an application_name.
 _APPLICATION_NAME_BYTES = 63
@@ -113,14 +106,6 @@ def holder_from_row(row: tuple[Any, ...] | None) -> Holder | None:
     return Holder(host=host or client, pid=pid, since=since, why_unknown=why)
 
 
-def connect_arguments(url: DatabaseUrl) -> dict[str, Any]:
-    """psycopg's connect() arguments for `url`, as SQLAlchemy's dialect passes them."""
-    arguments: dict[str, Any] = {"host": url.host, "port": url.port, "user": url.username,
-                                 "password": url.password, "dbname": url.database}
-    arguments.update(url.query)
-    return {key: value for key, value in arguments.items() if value is not None}
-
-
 class PostgresqlDriver(Driver):
     """`pg_try_advisory_xact_lock(key)` in a transaction kept open while the lock is held."""
 
@@ -129,14 +114,13 @@ class PostgresqlDriver(Driver):
     def __init__(self, url: DatabaseUrl, name: str, connect_timeout: float) -> None:
         super().__init__(url, name, connect_timeout)
         self.key = advisory_key(name)
-        self._room: tuple[int, int] | None = None
         self._side: Any = None
 
     def _open(self) -> Any:
+        """psycopg 3, whatever driver the URL names (the query parameters are libpq's, as
+        for psycopg2): only it binds parameters in the client (see below)."""
         named = {"application_name": application_name(this_holder()),
                  "connect_timeout": max(2, int(self.connect_timeout))}
-        if self.url.driver not in LIBPQ_DRIVERS:
-            return self._open_through_sqlalchemy(named)
         import psycopg
 
         # Parameters bound in the client, so every statement goes by the simple query
@@ -144,8 +128,21 @@ class PostgresqlDriver(Driver):
         # xmin) in the lock's transaction until the next statement, and a CREATE INDEX
         # CONCURRENTLY in the upgrade would wait for that transaction, i.e. forever. And no
         # server-side prepared statements, which a pooler would hand to other sessions.
-        return psycopg.connect(**{**connect_arguments(self.url), **named},
+        return psycopg.connect(**{**self.connect_arguments("dbname"), **named},
                                cursor_factory=psycopg.ClientCursor, prepare_threshold=None)
+
+    def fetch(self, query: str, params: Sequence[Any] = ()) -> Rows:
+        try:
+            return super().fetch(query, params)
+        except Exception as error:  # the driver's
+            if "statement pooling mode" not in str(error):
+                raise
+            # PgBouncer's pool_mode = statement refuses transactions: the lock lives in one.
+            raise ConfigError(
+                "the database URL goes through a pooler in statement mode, which refuses"
+                " transactions (the migration lock lives in one): use transaction or session"
+                " pooling, or point MIGRATION_DATABASE_URL at the database directly"
+            ) from None
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
@@ -155,7 +152,7 @@ class PostgresqlDriver(Driver):
             return
         # Inside the lock's transaction: rolling back to a savepoint releases what the
         # readings took (an upgrade that alters the version table must not wait for us).
-        with self._guard:
+        with self.guard:
             self.fetch("SAVEPOINT runner_reading")
             try:
                 yield
@@ -166,22 +163,16 @@ class PostgresqlDriver(Driver):
     def poll(self, table: VersionTable | None) -> Poll:
         if self.held:
             return Poll(taken=True)
-        with self._guard:
+        with self.guard:
             ((taken, _),) = self.fetch(_TRY_LOCK, (self.key,))
             if taken:
                 self.held = True
                 return Poll(taken=True)
             with self.scope():
                 ((free, total),) = self.fetch(_ROOM)
-                self._room = (int(free), int(total))
+                self.room = (int(free), int(total))
                 return Poll(taken=False,
                             versions=None if table is None else self._versions(table))
-
-    def short_of_room(self) -> bool:
-        if self._room is None:
-            return False
-        free, total = self._room
-        return free <= max(ROOM_MINIMUM, math.ceil(total * ROOM_FRACTION))
 
     def read_versions(self, table: VersionTable) -> tuple[str, ...]:
         with self.scope():
@@ -222,7 +213,7 @@ class PostgresqlDriver(Driver):
         if self._side is None:
             import psycopg
 
-            self._side = psycopg.connect(**{**connect_arguments(self.url),
+            self._side = psycopg.connect(**{**self.connect_arguments("dbname"),
                                             "connect_timeout": max(2, int(self.connect_timeout)),
                                             "application_name": application_name(this_holder())},
                                          autocommit=True, prepare_threshold=None)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from support import (
-    add_revision,
     copy_app,
     events,
+    gated_revision,
     one_error,
     prepare,
     read_until,
@@ -22,8 +22,9 @@ from support import (
 
 
 def start_holder(project: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    """A runner migrating a slow revision, returned once it holds the migration lock."""
-    add_revision(project, "slow", "time.sleep(20)", imports="import time")
+    """A runner migrating a revision held until the test creates RUNNER_TEST_GATE,
+    returned once it holds the migration lock."""
+    gated_revision(project)
     holder = start_runner(["migrate"], env, cwd=project)
     read_until(holder, '"lock.acquired"')
     return holder
@@ -39,7 +40,7 @@ def names_holder(holder: dict[str, Any] | None, pid: int) -> None:
 def test_waiters_and_status_name_the_holder(
     database_url: str, project: Path, tmp_path: Path
 ) -> None:
-    env = runner_env(database_url)
+    env = runner_env(database_url, RUNNER_TEST_GATE=str(tmp_path / "gate"))
     holder = start_holder(project, env)
     # A replica with a manifest, which knows the head before it loads the app.
     prepared = copy_app(project, tmp_path / "prepared")
@@ -52,6 +53,7 @@ def test_waiters_and_status_name_the_holder(
         status = run_runner(["status", "--json"], env, cwd=project)
         status_text = run_runner(["status"], env, cwd=project)
     finally:
+        (tmp_path / "gate").touch()
         holder.communicate(timeout=120)
     assert holder.returncode == 0
 

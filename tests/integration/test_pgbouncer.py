@@ -267,3 +267,12 @@ def test_herds_under_load_have_one_outcome(pgbouncer: int, tmp_path: Path, route
                 outcomes.append([result.returncode for result in results])
     print(f"{route}: {len(outcomes)} herds of {REPLICAS}, exit codes"
           f" {sorted({code for codes in outcomes for code in codes})}, one applied in each")
+
+
+def test_a_statement_pooler_is_refused_naming_what_works(postgresql_url: str) -> None:
+    """Statement pooling refuses transactions, and the lock lives in one: exit 2."""
+    with running_pgbouncer("statement") as port:
+        result = run_runner(["migrate"], runner_env(pooled(postgresql_url, port)))
+    error = one_error(result, 2)
+    assert "statement mode" in error["message"] and "MIGRATION_DATABASE_URL" in error["message"]
+    assert advisory_locks(postgresql_url) == []

@@ -8,8 +8,10 @@ import time
 from support import (
     cmdline,
     event_names,
+    events,
     free_port,
     get,
+    run_runner,
     runner_env,
     script_heads,
     start_runner,
@@ -52,3 +54,22 @@ def check_served(served: subprocess.Popen[str], port: int, sqlite_url: str) -> N
     assert "migrate.applied" in names[:exec_at]
     # After the exec, gunicorn's own lines are events too (the default gunicorn config).
     assert "gunicorn.error" in names[exec_at + 1:]
+
+
+def test_probes_log_nothing_and_workers_no_alembic_info(sqlite_url: str) -> None:
+    """A probe every few seconds must not fill the logs: a successful /healthz or /readyz is
+    not in the access log, and the app's workers add no Alembic INFO lines."""
+    assert run_runner(["migrate"], runner_env(sqlite_url)).returncode == 0
+    port = free_port()
+    served = start_runner(["serve"], runner_env(sqlite_url, PORT=str(port)))
+    try:
+        deadline = time.monotonic() + 60
+        for path in ("/readyz", "/healthz", "/readyz", "/"):
+            assert get(f"http://127.0.0.1:{port}{path}", deadline)[0] == 200
+    finally:
+        _, err = stop(served)
+    records = events("\n".join(line for line in err.splitlines() if line.startswith("{")))
+    access = [record["path"] for record in records if record["event"] == "gunicorn.access"]
+    assert access == ["/"]
+    assert not [record for record in records if record["event"].startswith("alembic")
+                and record["level"] == "info"]

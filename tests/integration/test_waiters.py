@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from runner.errors import ExitCode
 from support import (
+    COUNTED_APP,
     REPLICAS,
     event_names,
     events,
@@ -34,12 +35,6 @@ from support import (
 
 HEAD = script_heads()[0]
 # The example's app, recording each process that imports it.
-COUNTED_APP = (
-    "import os\n"
-    "with open(os.path.join(os.path.dirname(__file__), 'imports.log'), 'a') as log:\n"
-    "    log.write(f'{os.getpid()}\\n')\n"
-    "from app import create_app\n"
-)
 SERVERS = [
     pytest.param("postgresql", marks=pytest.mark.postgresql),
     pytest.param("mysql", marks=pytest.mark.mysql),
