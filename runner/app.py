@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner import database, signals
+from runner import database
 from runner.database import error_text
 from runner.errors import ConfigError, DatabaseUnavailable
-from runner.settings import SETTINGS_BY_NAME, Settings
+from runner.log import recorded_steps
+from runner.settings import APP_URI, SETTINGS_BY_NAME, Settings
 from runner.urls import DRIVER_PACKAGES, DatabaseUrl
 
 if TYPE_CHECKING:
@@ -40,16 +41,14 @@ class LoadedApp:
     migrations_directory: Path
     source_files: tuple[Path, ...] = ()
     """The app's own modules' files, imported while it loaded."""
+    migrated_itself: tuple[str, ...] = ()
+    """The revisions the app's own start-up applied (a factory calling flask_migrate's
+    upgrade), oldest first."""
 
     @property
     def extension(self) -> Any:
         """Flask-Migrate's state on the app (`app.extensions['migrate']`)."""
         return self.flask_app.extensions["migrate"]
-
-    @property
-    def database_urls(self) -> tuple[DatabaseUrl, ...]:
-        """The default database's URL, then every bind's."""
-        return (self.database_url, *self.bind_urls.values())
 
     @property
     def instance_path(self) -> str:
@@ -65,12 +64,16 @@ class LoadedApp:
 
 def load_app(settings: Settings) -> LoadedApp:
     """Load the app as `flask` does, with the settings' environment; ConfigError naming what
-    to change when it cannot be loaded, has no Flask-Migrate, or uses another database."""
-    with environment_applied(settings.app_environment):
+    to change when it cannot be loaded, has no Flask-Migrate, or uses another database;
+    AppNotReady when its factory could not reach its database (or lost a race to create a
+    table), which the console entry point tries again with a new process."""
+    with environment_applied(settings.app_environment), recorded_steps() as steps:
         before = set(sys.modules)
-        flask_app = _load_retrying(settings)
+        flask_app = _load(settings)
         imported = [module for name, module in list(sys.modules.items())
                     if name not in before]
+    migrated = (f" (the app migrated the database itself while it loaded: {', '.join(steps)})"
+                if steps else "")
     if "migrate" not in flask_app.extensions:
         raise ConfigError(
             f"the app {settings.app or '(wsgi.py or app.py)'} has no Flask-Migrate extension:"
@@ -87,47 +90,79 @@ def load_app(settings: Settings) -> LoadedApp:
         raise ConfigError(
             f"the app connects to {database_url.describe()} (its SQLALCHEMY_DATABASE_URI),"
             f" not to {requested.describe()} given by {settings.runner_url_source}:"
-            " make the app read DATABASE_URL, or drop that setting"
+            f" make the app read DATABASE_URL, or drop that setting{migrated}"
         )
     directory = Path(settings.directory or flask_app.extensions["migrate"].directory).absolute()
     if not (directory / "env.py").is_file():
         raise ConfigError(
             f"no migrations directory at {str(directory)!r} (no env.py there): set"
-            f" {SETTINGS_BY_NAME['directory'].names}, or run 'flask db init'"
+            f" {SETTINGS_BY_NAME['directory'].names}, or run 'flask db init'{migrated}"
         )
     return LoadedApp(flask_app=flask_app, import_path=settings.app, database_url=database_url,
                      bind_urls=bind_urls, migrations_directory=directory,
-                     source_files=own_source_files(imported))
+                     source_files=own_source_files(imported), migrated_itself=tuple(steps))
 
 
-def _load_retrying(settings: Settings) -> Flask:
-    """load_flask_app, as a factory that touches the database needs it: a database not up
-    yet (the URL may be the app's alone), or a table another replica created at the same
-    moment, is tried again within RUNNER_WAIT_TIMEOUT (then exit 3)."""
-    import tenacity
+class AppNotReady(DatabaseUnavailable):
+    """The app's factory could not reach its database yet (or lost a race to create a
+    table): a new attempt, in a new process (a factory may run only once in one), may load
+    it."""
 
-    from runner import wait
 
-    def retried(error: BaseException) -> bool:
-        cause = error.__cause__
-        return cause is not None and (database.is_transient(cause)
-                                      or database.is_already_exists(cause))
+def _load(settings: Settings) -> Flask:
+    """load_flask_app; a database error raised by the app's own start-up is the database's
+    verdict (exit 3), not the app's configuration."""
+    with _databases_tried() as tried:
+        try:
+            return load_flask_app(settings.app)
+        except ConfigError as error:
+            cause = error.__cause__
+            if cause is None or (not database.is_connection_error(cause) and not (
+                    database.is_already_exists(cause))):
+                raise
+    source = settings.runner_url_source if settings.runner_url else APP_URI
+    where = f" (it connects to {tried[-1]})" if tried else ""
+    elsewhere = (f"; the app may connect elsewhere than {settings.runner_url.describe()}:"
+                 " make it read DATABASE_URL" if settings.runner_url else "")
+    failed = f"could not load the app {settings.app or '(wsgi.py or app.py)'}{where}: " \
+             f"{_error_line(cause)}"
+    if database.is_permanent(cause):
+        raise DatabaseUnavailable(
+            f"{failed}: the database refused the app (fix the credentials or database name in"
+            f" {source}{elsewhere})", error=database.error_text(cause)) from None
+    first = "" if settings.runner_url else (
+        "; or set DATABASE_URL, so that the runner waits for the database before it loads the"
+        " app")
+    raise AppNotReady(
+        f"{failed} (the app's database is not ready: raise --wait-timeout/RUNNER_WAIT_TIMEOUT,"
+        f" or check the host and port in {source}{elsewhere}{first})",
+        error=database.error_text(cause)) from None
 
+
+@contextlib.contextmanager
+def _databases_tried() -> Iterator[list[str]]:
+    """The databases the app's engines try to connect to inside the block, described
+    without a password, as the drivers get them (SQLAlchemy's do_connect)."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Engine
+
+    tried: list[str] = []
+
+    def note(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        if dialect.name == "sqlite":
+            tried.append(f"sqlite:///{cargs[0] if cargs else cparams.get('database', '')}")
+            return
+        host = cparams.get("host") or cparams.get("unix_socket") or ""
+        port = f":{cparams['port']}" if cparams.get("port") else ""
+        name = cparams.get("dbname") or cparams.get("database") or cparams.get("db") or ""
+        user = cparams.get("user") or cparams.get("username")
+        tried.append(f"{dialect.name}://{f'{user}@' if user else ''}{host}{port}/{name}")
+
+    sa.event.listen(Engine, "do_connect", note)
     try:
-        flask_app: Flask = tenacity.Retrying(
-            stop=tenacity.stop_after_delay(settings.remaining(settings.wait_timeout)),
-            wait=wait.BACKOFF, retry=tenacity.retry_if_exception(retried),
-            before_sleep=wait.log_waiting, sleep=signals.sleep, reraise=True,
-        )(load_flask_app, settings.app)
-    except ConfigError as error:
-        if error.__cause__ is not None and database.is_transient(error.__cause__):
-            where = (f" (the app may connect elsewhere than {settings.runner_url.describe()},"
-                     f" given by {settings.runner_url_source}: make it read DATABASE_URL)"
-                     if settings.runner_url is not None else "")
-            raise DatabaseUnavailable(f"{error.message}{where}",
-                                      error=database.error_text(error.__cause__)) from None
-        raise
-    return flask_app
+        yield tried
+    finally:
+        sa.event.remove(Engine, "do_connect", note)
 
 
 def load_flask_app(import_path: str | None) -> Flask:
@@ -138,9 +173,10 @@ def load_flask_app(import_path: str | None) -> Flask:
     try:
         return ScriptInfo(app_import_path=import_path).load_app()
     except SystemExit as exc:  # flask_migrate.upgrade() in a factory exits on its errors
+        cause = f": {_error_line(exc.__context__)}" if exc.__context__ else ""
         raise ConfigError(f"the app {import_path or '(wsgi.py or app.py)'} exited while it"
-                          f" loaded (sys.exit({exc.code})): fix the app that --app/FLASK_APP"
-                          " names") from exc
+                          f" loaded (sys.exit({exc.code})){cause} (fix the app that"
+                          " --app/FLASK_APP names)") from exc.__context__
     except Exception as exc:
         raise ConfigError(load_failure(import_path, exc)) from exc
 

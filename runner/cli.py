@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from typing import Any, NoReturn
 # Flask, SQLAlchemy or Alembic.
 import runner
 from runner import database, signals, termination
+from runner.app import AppNotReady
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.log import AppLogHandler, app_output_captured, emit, events
-from runner.settings import SETTINGS, Settings, read_log_format, resolve
+from runner.settings import ATTEMPT, SETTINGS, STARTED_AT, Settings, read_log_format, resolve
+from runner.wait import MAX_DELAY
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -90,6 +93,11 @@ def cmd_prepare(settings: Settings, args: argparse.Namespace) -> int:
     from runner import manifest, migration
 
     migrations = migration.load(settings)
+    if migrations.app.migrated_itself:
+        emit("app.migrated", "the app migrated a database itself while it loaded"
+             f" ({', '.join(migrations.app.migrated_itself)}): runner prepare needs no"
+             " database; give the build none, or keep the factory from migrating",
+             level="warning")
     written = manifest.write(manifest.make(migrations, migrations.version_table,
                                            settings.directory))
     emit("prepare.written", f"recorded the app's migration configuration in {written}",
@@ -225,6 +233,7 @@ def run_cli(argv: Sequence[str], export_environment: bool = False) -> int:
     the settings give the app: .flaskenv/.env and the normalized DATABASE_URL.
     """
     arguments = list(argv)
+    original_environment = dict(os.environ)
     gunicorn_args: list[str] = []
     if "--" in arguments:
         cut = arguments.index("--")
@@ -248,6 +257,12 @@ def run_cli(argv: Sequence[str], export_environment: bool = False) -> int:
         args.out = sys.stdout
         with app_output_captured(events):
             return command.run(settings, args)
+    except AppNotReady as error:
+        if export_environment and _load_again(settings, error, argv, original_environment):
+            raise AssertionError("unreachable: the process was replaced") from None
+        emit(error.event, error.message, level="error", exit_code=int(error.exit_code),
+             **error.fields)
+        return error.exit_code
     except RunnerError as error:
         emit(error.event, error.message, level="error", exit_code=int(error.exit_code),
              **error.fields)
@@ -267,6 +282,27 @@ def run_cli(argv: Sequence[str], export_environment: bool = False) -> int:
         emit("runner.crashed", "unexpected error, a bug: please report it with this traceback",
              level="critical", traceback=traceback.format_exc())
         return ExitCode.UNEXPECTED
+
+
+def _load_again(settings: Settings, error: AppNotReady, argv: Sequence[str],
+                environment: dict[str, str]) -> bool:
+    """Try to load the app again after a pause, in a new process (the same pid): a factory
+    may run only once in one process. Within RUNNER_WAIT_TIMEOUT from the first start;
+    False when it has run out."""
+    attempt = int(environment.get(ATTEMPT) or 1)
+    delay = min(MAX_DELAY, 0.1 * 2 ** (attempt - 1))
+    if settings.remaining(settings.wait_timeout) <= delay:
+        return False
+    emit("db.waiting", f"the app's database is not ready (attempt {attempt}), loading it"
+         f" again in {delay:.2f}s", level="warning", attempt=attempt, delay=round(delay, 3),
+         error=error.fields.get("error", ""))
+    signals.sleep(delay)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    started_at = time.time() - (time.monotonic() - settings.started)
+    os.execve(sys.executable, [sys.executable, "-m", "runner", *argv],
+              {**environment, STARTED_AT: repr(started_at), ATTEMPT: str(attempt + 1)})
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -127,12 +127,14 @@ _ALREADY_EXISTS_MYSQL = {1050, 1061}
 
 
 def is_already_exists(error: BaseException) -> bool:
-    """Whether `error` is a CREATE that lost a race: the table (or its type, PostgreSQL's
-    pg_type unique index, 23505) exists since another session made it."""
+    """Whether `error` is a CREATE that lost a race: the table (or its type or sequence, in
+    PostgreSQL's pg_type and pg_class unique indexes: 23505) exists since another session
+    made it."""
     state = sqlstate(error)
     if state in _ALREADY_EXISTS_STATES:
         return True
-    if state == "23505" and "pg_type_typname_nsp_index" in str(driver_error(error)):
+    if state == "23505" and any(index in str(driver_error(error)) for index in (
+            "pg_type_typname_nsp_index", "pg_class_relname_nsp_index")):
         return True
     return mysql_code(error) in _ALREADY_EXISTS_MYSQL
 

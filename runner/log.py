@@ -256,3 +256,30 @@ def _number(value: Any) -> Any:
         return float(value) if "." in str(value) else int(value)
     except (TypeError, ValueError):
         return value
+
+
+def started_revisions(record: logging.LogRecord) -> tuple[str, ...]:
+    """The revisions an upgrade step starts, from Alembic's 'Running upgrade ...' log record
+    on `alembic.runtime.migration`; () for any other record."""
+    step = record.args[0] if isinstance(record.args, tuple) and record.args else None
+    if not getattr(step, "is_upgrade", False):
+        return ()
+    return tuple(getattr(step, "to_revisions", None) or ())
+
+
+@contextlib.contextmanager
+def recorded_steps() -> Iterator[list[str]]:
+    """Collect the revision of each step Alembic starts, from its 'Running ...' log records."""
+    steps: list[str] = []
+
+    def record(record: logging.LogRecord) -> bool:
+        steps.extend(started_revisions(record))
+        return True
+
+    # A filter, not a handler: env.py's fileConfig() strips this logger's handlers.
+    logger = logging.getLogger("alembic.runtime.migration")
+    logger.addFilter(record)
+    try:
+        yield steps
+    finally:
+        logger.removeFilter(record)

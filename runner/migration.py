@@ -56,6 +56,12 @@ def migrate_on(settings: Settings, target: Target, driver: Driver,
         from runner.upgrade import read_state_within
 
         state = read_state_within(settings, migrations, settings.wait_timeout, sleep)
+        if state.at_head and migrations.app.migrated_itself:
+            # Every replica loads such an app before the lock: they race, outside it.
+            emit("app.migrated", "the app migrated the database itself while it loaded,"
+                 " before the migration lock: set DATABASE_URL, so that only the replica"
+                 " that holds the lock loads the app", level="warning")
+            return _applied(settings, migrations.app.migrated_itself, "app")
         if state.at_head:
             return _noop(settings, state.heads, "the database is already at head", "full")
         table, at_head = _watch(state, migrations)
@@ -89,17 +95,22 @@ def migrate_on(settings: Settings, target: Target, driver: Driver,
                      "full" if migrations else "fast")
     from runner.upgrade import migrate_holding
 
-    held = migrate_holding(settings, migrations, driver, table, held_since, sleep)
-    applied = held.applied
-    if not applied:
+    held = migrate_holding(settings, migrations, driver, held_since, sleep)
+    if not held.applied:
         # Behind when this process began to wait, unless it could not tell without the app.
         judged = target.history is not None or migrations is not None
         return _noop(settings, held.state.heads, "another process brought the database to"
                      " head" if judged else "the database is already at head", "full")
+    return _applied(settings, held.applied, held.by)
+
+
+def _applied(settings: Settings, applied: tuple[str, ...], by: str) -> MigrationResult:
+    """Log `migrate.applied` (`by` the runner, or the app's own start-up)."""
     elapsed = time.monotonic() - settings.started
-    who = "the app applied itself while it loaded" if held.by == "app" else "applied"
-    emit("migrate.applied", f"{who} {len(applied)} revision(s): {', '.join(applied)}",
-         revisions=list(applied), elapsed=round(elapsed, 3), by=held.by)
+    what = (f"the app applied {len(applied)} revision(s) itself while it loaded" if by == "app"
+            else f"applied {len(applied)} revision(s)")
+    emit("migrate.applied", f"{what}: {', '.join(applied)}", revisions=list(applied),
+         elapsed=round(elapsed, 3), by=by)
     # A signal during the last revision still ends the process as stopped (128 + signal).
     signals.stop_request.check()
     return MigrationResult(applied=applied, elapsed=elapsed)

@@ -528,13 +528,15 @@ SELECT p.ID, p.USER, p.COMMAND, p.STATE, TIMESTAMPDIFF(SECOND, t.trx_started, NO
 FROM information_schema.INNODB_TRX AS t
 JOIN information_schema.PROCESSLIST AS p ON p.ID = t.trx_mysql_thread_id
 WHERE t.trx_mysql_thread_id <> %s AND t.trx_started <= NOW() - INTERVAL %s SECOND
+AND p.DB <=> (SELECT DB FROM information_schema.PROCESSLIST WHERE ID = %s)
 ORDER BY t.trx_started, p.ID
 LIMIT {MAX_CANDIDATES}
 """
 """Without exact metadata lock data (a stock MariaDB: performance_schema off, no
-metadata_lock_info plugin): the other sessions with an InnoDB transaction that began no
-later than the waiting statement (the second placeholder: its whole seconds so far),
-oldest first. A session idle in a transaction that read the table is among them; so may
+metadata_lock_info plugin): the other sessions of the same database with an InnoDB
+transaction that began no later than the waiting statement (the second placeholder: its
+whole seconds so far; the third: the waiting session again), oldest first. A session
+idle in a transaction that read the table is among them; so may
 be unrelated ones, and a session holding the table through a non-InnoDB table or LOCK
 TABLES without a transaction is missed."""
 
@@ -629,7 +631,7 @@ def _mysql_blockers(cursor: Cursor, server: _MysqlServer, reading: Reading) -> R
             source = "information_schema.METADATA_LOCK_INFO"
         if not holders and metadata:
             waited = math.floor(reading.statement_age or 0)
-            cursor.execute(MYSQL_TRANSACTION_CANDIDATES, (reading.pid, waited))
+            cursor.execute(MYSQL_TRANSACTION_CANDIDATES, (reading.pid, waited, reading.pid))
             return replace(reading, waiting_for=state,
                             **_blockers(cursor.fetchall(), INNODB_TRX_SOURCE))
         return replace(reading, waiting_for=state, **_sessions(cursor, holders, source))

@@ -175,15 +175,6 @@ def read_state(migrations: Migrations, allow_newer: bool = False) -> RevisionSta
     return state_of(migrations.history, script, databases, allow_newer)
 
 
-def started_revisions(record: logging.LogRecord) -> tuple[str, ...]:
-    """The revisions an upgrade step starts, from Alembic's 'Running upgrade ...' log record
-    on `alembic.runtime.migration`; () for any other record."""
-    step = record.args[0] if isinstance(record.args, tuple) and record.args else None
-    if not getattr(step, "is_upgrade", False):
-        return ()
-    return tuple(getattr(step, "to_revisions", None) or ())
-
-
 def run_upgrade(
     migrations: Migrations, destination: str = "head", starting: str | None = None,
     sql: bool = False,

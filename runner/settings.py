@@ -164,6 +164,12 @@ SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 APP_URI = "the app's SQLALCHEMY_DATABASE_URI"
 """Where the URL comes from when no flag or variable gives it, for hints."""
 
+STARTED_AT = "RUNNER_STARTED_AT"
+ATTEMPT = "RUNNER_ATTEMPT"
+"""Set by the runner for the process it starts anew to load an app whose database was not
+ready (runner.cli): when the command first started (time.time()), and which attempt this
+is. Neither reaches the app."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -223,9 +229,10 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
 
     `environ` is the process environment by default; it is read, never written.
     """
-    started = time.monotonic()
-    env = {**read_dotenv(os.environ if environ is None else environ),
-           **(os.environ if environ is None else environ)}
+    given = os.environ if environ is None else environ
+    started = time.monotonic() - max(0.0, time.time() - float(given.get(STARTED_AT) or time.time()))
+    env = {key: value for key, value in {**read_dotenv(given), **given}.items()
+           if key not in (STARTED_AT, ATTEMPT)}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     written: dict[str, str] = {}

@@ -27,8 +27,8 @@ from sqlalchemy.engine import Engine
 from runner import database
 from runner.drivers import Driver
 from runner.errors import LockTimeout, MigrationFailed
-from runner.log import emit
-from runner.revisions import Migrations, started_revisions
+from runner.log import emit, started_revisions
+from runner.revisions import Migrations
 from runner.settings import Settings
 
 T = TypeVar("T")

@@ -8,28 +8,25 @@ app. The upgrade runs with the safety nets: a table-lock timeout with retries
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from runner import database, lock, manifest, signals, table_locks, wait
-from runner.drivers import Driver, VersionTable
+from runner.drivers import Driver
 from runner.errors import (
-    ConfigError,
     DatabaseUnavailable,
     Interrupted,
     MigrationFailed,
     RunnerError,
 )
 from runner.heartbeat import heartbeat
-from runner.log import preserved_logging
+from runner.log import preserved_logging, recorded_steps
 from runner.revisions import (
     Migrations,
     RevisionState,
     load,
     read_state,
     run_upgrade,
-    started_revisions,
 )
 from runner.settings import Settings
 from runner.stopping import stoppable_upgrade
@@ -46,20 +43,14 @@ class Holding:
 
 
 def migrate_holding(settings: Settings, migrations: Migrations | None, driver: Driver,
-                    table: VersionTable, held_since: float, sleep: Callable[[float], None]
-                    ) -> Holding:
+                    held_since: float, sleep: Callable[[float], None]) -> Holding:
     """Holding the lock on `driver` (since `held_since`, on the monotonic clock): load the
     app (unless `migrations` has it), read the state through env.py, upgrade what is
     pending; release the lock. A factory that migrates by itself does it now, under the
-    lock: the version `table` read before and after tells."""
+    lock, and is reported as such."""
     try:
         signals.stop_request.check()
-        if migrations is None:
-            before = driver.read_versions(table)
-            migrations = _load_watching(settings, driver, table, before)
-            after = driver.read_versions(table)
-        else:
-            before = after = ()
+        migrations = migrations or load(settings)
         state = read_state_within(settings, migrations, settings.lock_timeout, sleep)
         _refresh_manifest(settings, migrations, state)
         applied: tuple[str, ...] = ()
@@ -72,31 +63,9 @@ def migrate_holding(settings: Settings, migrations: Migrations | None, driver: D
                 lambda: _upgrade_retrying(settings, migrations, driver, sleep), sleep)
     finally:
         lock.release(driver, settings.started, held_since)
-    if not applied and set(before) != set(after):
-        return Holding(_between(migrations, before, after), state, by="app")
+    if not applied and migrations.app.migrated_itself:
+        return Holding(migrations.app.migrated_itself, state, by="app")
     return Holding(applied, state)
-
-
-def _load_watching(settings: Settings, driver: Driver, table: VersionTable,
-                   before: tuple[str, ...]) -> Migrations:
-    """Load the app; when it cannot be used after it changed the database itself, say so."""
-    try:
-        return load(settings)
-    except ConfigError as error:
-        after = driver.read_versions(table)
-        if set(after) == set(before):
-            raise
-        raise ConfigError(f"{error.message} (the app migrated the database itself while it"
-                          f" loaded, from {', '.join(before) or 'base'} to"
-                          f" {', '.join(after)})") from None
-
-
-def _between(migrations: Migrations, before: tuple[str, ...], after: tuple[str, ...]
-             ) -> tuple[str, ...]:
-    """The revisions from `before` (excluded) up to `after`, oldest first."""
-    script = migrations.script
-    revisions = script.iterate_revisions(tuple(after), tuple(before) or "base")
-    return tuple(reversed([revision.revision for revision in revisions]))
 
 
 def read_state_within(settings: Settings, migrations: Migrations, budget: float,
@@ -136,7 +105,7 @@ def upgrade(settings: Settings, migrations: Migrations, driver: Driver | None = 
     request = signals.stop_request
     kill_query = getattr(driver, "kill_query", None)
     finish_first = migrations.app.database_url.backend in ("mysql", "mariadb")
-    with _recorded_steps() as steps, preserved_logging(), \
+    with recorded_steps() as steps, preserved_logging(), \
             migrations.app.flask_app.app_context(), \
             stoppable_upgrade(request, steps, settings.stop_timeout, kill_query,
                               finish_first) as stopper, \
@@ -217,21 +186,3 @@ def _stop_detail(killed_revision: str | None) -> str:
         " DDL as it runs): check its tables, repair them, and record the revision with"
         " 'flask db stamp' if it completed"
     )
-
-
-@contextlib.contextmanager
-def _recorded_steps() -> Iterator[list[str]]:
-    """Collect the revision of each step Alembic starts, from its 'Running ...' log records."""
-    steps: list[str] = []
-
-    def record(record: logging.LogRecord) -> bool:
-        steps.extend(started_revisions(record))
-        return True
-
-    # A filter, not a handler: env.py's fileConfig() strips this logger's handlers.
-    logger = logging.getLogger("alembic.runtime.migration")
-    logger.addFilter(record)
-    try:
-        yield steps
-    finally:
-        logger.removeFilter(record)

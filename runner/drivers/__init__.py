@@ -152,8 +152,17 @@ class Driver(abc.ABC):
         import sqlalchemy as sa
 
         if self._engine is None:
-            self._engine = sa.create_engine(self.url.render(), poolclass=sa.pool.NullPool,
-                                            connect_args=connect_args)
+            try:
+                self._engine = sa.create_engine(self.url.render(), poolclass=sa.pool.NullPool,
+                                                connect_args=connect_args)
+            except ModuleNotFoundError as missing:
+                from runner.urls import DRIVER_PACKAGES
+
+                package = DRIVER_PACKAGES.get(missing.name or "", missing.name)
+                raise ConfigError(
+                    f"the database URL names the driver {self.url.driver!r}, which is not"
+                    f" installed: pip install {package}, or name an installed driver in the"
+                    f" URL (e.g. {self.url.backend}+pymysql://)") from None
         return self._engine.raw_connection()
 
     @property

@@ -67,8 +67,9 @@ def test_probes_log_nothing_and_workers_no_alembic_info(sqlite_url: str) -> None
         for path in ("/readyz", "/healthz", "/readyz", "/"):
             assert get(f"http://127.0.0.1:{port}{path}", deadline)[0] == 200
     finally:
-        _, err = stop(served)
-    records = events("\n".join(line for line in err.splitlines() if line.startswith("{")))
+        out, err = stop(served)
+    # The access log is on stdout, everything else on stderr.
+    records = events("\n".join(line for line in (out + err).splitlines() if line.startswith("{")))
     access = [record["path"] for record in records if record["event"] == "gunicorn.access"]
     assert access == ["/"]
     assert not [record for record in records if record["event"].startswith("alembic")

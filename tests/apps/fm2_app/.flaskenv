@@ -1,0 +1,1 @@
+FLASK_APP=fm2app:create_app
