@@ -93,20 +93,25 @@ def running_pgbouncer(pool_mode: str, pool_size: int = 20) -> Iterator[int]:
         for path in home.iterdir():
             path.chmod(0o644)
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        process = subprocess.Popen([binary, *user, str(home / "pgbouncer.ini")],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Its log to a file: a pipe nobody reads fills up, and PgBouncer, blocked writing
+        # its log, would stop serving everyone.
+        log = home / "pgbouncer.log"
+        with log.open("w") as output:
+            log.chmod(0o666)
+            process = subprocess.Popen([binary, *user, str(home / "pgbouncer.ini")],
+                                       stdout=output, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 10
             while not _accepts(port):
                 if process.poll() is not None or time.monotonic() > deadline:
                     process.kill()
-                    output = process.communicate()[0]
-                    pytest.fail(f"pgbouncer did not start: {output}")
+                    process.wait()
+                    pytest.fail(f"pgbouncer did not start: {log.read_text()}")
                 time.sleep(0.1)
             yield port
         finally:
             process.terminate()
-            process.communicate(timeout=10)
+            process.wait(timeout=10)
 
 
 def _accepts(port: int) -> bool:
