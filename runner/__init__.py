@@ -61,24 +61,23 @@ __all__ = [
     "wait_for_head",
 ]
 
-# Imported on first use, so that `import runner` imports neither Flask nor SQLAlchemy.
+# Imported on first use, so that `import runner` imports neither Flask nor SQLAlchemy:
+# each name's module, and its name there when it differs.
 _HOMES = {
-    "runner.errors": ("ConfigError", "DatabaseUnavailable", "ExitCode", "LockTimeout",
-                      "MigrationFailed", "NotAtHead", "RevisionsUnusable", "RunnerError"),
-    "runner.migration": ("MigrationResult", "migrate"),
-    "runner.serve": ("wait_for_head",),
-    "runner.settings": ("Settings", "load_settings"),
-    "runner.urls": ("normalize_url", "parse_url"),
-    "runner.wait": ("wait_for_database",),
+    **dict.fromkeys(("ConfigError", "DatabaseUnavailable", "ExitCode", "LockTimeout",
+                     "MigrationFailed", "NotAtHead", "RevisionsUnusable", "RunnerError"),
+                    "runner.errors"),
+    "MigrationResult": "runner.migration", "migrate": "runner.migration",
+    "wait_for_head": "runner.serve", "Settings": "runner.settings",
+    "load_settings": "runner.settings:resolve", "normalize_url": "runner.urls",
+    "parse_url": "runner.urls", "wait_for_database": "runner.wait:wait_for_databases",
 }
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
-_RENAMED = {"load_settings": "resolve", "wait_for_database": "wait_for_databases"}
-"""The library's names for functions their modules name otherwise."""
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _HOME_OF:
+    if name not in _HOMES:
         raise AttributeError(f"module 'runner' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME_OF[name]), _RENAMED.get(name, name))
+    module, _, attribute = _HOMES[name].partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value

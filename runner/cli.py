@@ -73,9 +73,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     """Print the offline SQL for a revision range, without connecting."""
-    from runner import migration, offline
+    from runner import offline, revisions
 
-    offline.write_sql(migration.load(settings), args.out, args.from_revision, args.to_revision)
+    offline.write_sql(revisions.load(settings), args.out, args.from_revision, args.to_revision)
     return ExitCode.OK
 
 
@@ -90,9 +90,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_prepare(settings: Settings, args: argparse.Namespace) -> int:
     """Load the app, and record what only it knows for the fast start."""
-    from runner import manifest, migration
+    from runner import manifest, revisions
 
-    migrations = migration.load(settings)
+    migrations = revisions.load(settings)
     if migrations.app.migrated_itself:
         emit("app.migrated", "the app migrated a database itself while it loaded"
              f" ({', '.join(migrations.app.migrated_itself)}): runner prepare needs no"
@@ -257,13 +257,9 @@ def run_cli(argv: Sequence[str], export_environment: bool = False) -> int:
         args.out = sys.stdout
         with app_output_captured(events):
             return command.run(settings, args)
-    except AppNotReady as error:
-        if export_environment and _load_again(settings, error, argv, original_environment):
-            raise AssertionError("unreachable: the process was replaced") from None
-        emit(error.event, error.message, level="error", exit_code=int(error.exit_code),
-             **error.fields)
-        return error.exit_code
     except RunnerError as error:
+        if isinstance(error, AppNotReady) and export_environment:
+            _load_again(settings, error, argv, original_environment)  # returns when out of time
         emit(error.event, error.message, level="error", exit_code=int(error.exit_code),
              **error.fields)
         return error.exit_code
@@ -285,14 +281,14 @@ def run_cli(argv: Sequence[str], export_environment: bool = False) -> int:
 
 
 def _load_again(settings: Settings, error: AppNotReady, argv: Sequence[str],
-                environment: dict[str, str]) -> bool:
+                environment: dict[str, str]) -> None:
     """Try to load the app again after a pause, in a new process (the same pid): a factory
     may run only once in one process. Within RUNNER_WAIT_TIMEOUT from the first start;
-    False when it has run out."""
+    returns when it has run out."""
     attempt = int(environment.get(ATTEMPT) or 1)
     delay = min(MAX_DELAY, 0.1 * 2 ** (attempt - 1))
     if settings.remaining(settings.wait_timeout) <= delay:
-        return False
+        return
     emit("db.waiting", f"the app's database is not ready (attempt {attempt}), loading it"
          f" again in {delay:.2f}s", level="warning", attempt=attempt, delay=round(delay, 3),
          error=error.fields.get("error", ""))
@@ -302,7 +298,6 @@ def _load_again(settings: Settings, error: AppNotReady, argv: Sequence[str],
     started_at = time.time() - (time.monotonic() - settings.started)
     os.execve(sys.executable, [sys.executable, "-m", "runner", *argv],
               {**environment, STARTED_AT: repr(started_at), ATTEMPT: str(attempt + 1)})
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -6,6 +6,8 @@ by SQLAlchemy or not; PEP 249 names their classes, which is what is relied on he
 
 from __future__ import annotations
 
+import re
+import socket
 from typing import Any
 
 CONNECT_TIMEOUT = 5
@@ -39,6 +41,8 @@ _LOST_MESSAGES = (
     "lost connection",
     "server has gone away",
 )
+_LIBPQ_INVALID = re.compile(r"invalid .*(option|value|number)")
+"""libpq's own rejection of a connection parameter (it has no SQLSTATE)."""
 _CONNECTION_ERROR_CLASSES = ("OperationalError", "InterfaceError")
 """PEP 249's classes for errors of the connection rather than of a statement."""
 
@@ -78,9 +82,20 @@ def _postgresql(error: BaseException) -> bool:
     return type(driver_error(error)).__module__.startswith(("psycopg", "pg8000"))
 
 
+def is_bad_parameter(error: BaseException) -> bool:
+    """Whether connecting failed on the connect arguments (the URL's query parameters): a
+    Python error of the driver's, or libpq's "invalid ... option/value/number"."""
+    if isinstance(error, (TypeError, ValueError, AttributeError, LookupError)):
+        return True
+    return _postgresql(error) and not sqlstate(error) and bool(
+        _LIBPQ_INVALID.search(str(driver_error(error))))
+
+
 def is_permanent(error: BaseException) -> bool:
     """Whether a connection error is the server refusing us, which retrying will not fix."""
     original = driver_error(error)
+    if is_bad_parameter(error):
+        return True
     if mysql_code(error) is not None:
         return mysql_code(error) in _PERMANENT_MYSQL_ERRORS
     if _postgresql(error):
@@ -108,11 +123,13 @@ def is_connection_lost(error: BaseException) -> bool:
 
 def is_connection_error(error: BaseException) -> bool:
     """Whether `error` is about the connection (PEP 249's OperationalError and
-    InterfaceError, or the OS's), not about a statement."""
-    if isinstance(error, OSError):
+    InterfaceError, or the network's), not about a statement or a file."""
+    if isinstance(error, (ConnectionError, TimeoutError, socket.gaierror)):
         return True
-    return any(type(candidate).__name__ in _CONNECTION_ERROR_CLASSES
-               for candidate in (error, driver_error(error)))
+    # By the class or a base's name (psycopg's AdminShutdown is an OperationalError).
+    return any(base.__name__ in _CONNECTION_ERROR_CLASSES
+               for candidate in (error, driver_error(error))
+               for base in type(candidate).__mro__)
 
 
 def is_transient(error: BaseException) -> bool:

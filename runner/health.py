@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from runner.drivers import VersionTable
 from runner.history import History, Verdict
 
 _EXTENSION = "runner.health"
@@ -58,9 +59,8 @@ def _history(app: Flask) -> History:
         migrate = app.extensions["migrate"]
         # The directory of this app's Migrate: get_config() alone would take the one
         # of whichever app called init_app last.
-        script = ScriptDirectory.from_config(migrate.migrate.get_config(migrate.directory))
-        cached = History(heads=frozenset(script.get_heads()),
-                         known=frozenset(rev.revision for rev in script.walk_revisions()))
+        cached = History.of(
+            ScriptDirectory.from_config(migrate.migrate.get_config(migrate.directory)))
         app.extensions[_EXTENSION] = cached
     return cached
 
@@ -97,6 +97,5 @@ def _database_state(
 
 def _version_table(app: Flask) -> sa.TableClause:
     """The version table the app gave Migrate (Flask-Migrate's env.py passes it to Alembic)."""
-    arguments = app.extensions["migrate"].configure_args
-    return sa.table(arguments.get("version_table") or "alembic_version",
-                    sa.column("version_num"), schema=arguments.get("version_table_schema"))
+    table = VersionTable.configured(app.extensions["migrate"].configure_args)
+    return sa.table(table.name, sa.column("version_num"), schema=table.schema)

@@ -99,10 +99,10 @@ class Heartbeat:
 
 
 @contextlib.contextmanager
-def heartbeat(driver: Driver | None, stopper: UpgradeStopper, steps: Sequence[str],
+def heartbeat(driver: Driver, stopper: UpgradeStopper, steps: Sequence[str],
               interval: float, started: float) -> Iterator[Heartbeat | None]:
-    """`migrate.progress` during the block (interval 0, no driver, or SQLite: none)."""
-    if driver is None or interval <= 0 or driver.backend == "sqlite":
+    """`migrate.progress` during the block (interval 0, or SQLite: none)."""
+    if interval <= 0 or driver.backend == "sqlite":
         yield None
         return
     beat = Heartbeat(driver, stopper, steps, interval, started)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from runner.errors import RevisionsUnusable
 from runner.log import emit
@@ -28,6 +29,12 @@ class History:
 
     heads: frozenset[str]
     known: frozenset[str]
+
+    @classmethod
+    def of(cls, script: Any) -> History:
+        """The history of an Alembic ScriptDirectory (not imported here: it is heavy)."""
+        return cls(heads=frozenset(script.get_heads()),
+                   known=frozenset(revision.revision for revision in script.walk_revisions()))
 
     def verdict(self, current: Iterable[str]) -> Verdict:
         """The one definition of "at head" and "ahead" (migrate, check, serve, /readyz)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import tenacity
 
-from runner import database, signals
+from runner import database, signals, wait
 from runner.drivers import Driver, Holder, VersionTable
 from runner.errors import LockTimeout
 from runner.log import emit
@@ -66,6 +66,10 @@ def acquire(
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         nonlocal last_logged
+        if unreachable:  # not a holder's doing: the server is full or restarting
+            delay = state.next_action.sleep if state.next_action else 0.0
+            wait.emit_waiting(state.attempt_number, delay, unreachable[0])
+            return
         waited = time.monotonic() - started
         if waited - last_logged >= WAITING_LOG_INTERVAL:
             last_logged = waited

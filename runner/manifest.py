@@ -74,28 +74,20 @@ def path() -> Path:
     return Path(FILE_NAME).absolute()
 
 
-def read(app: str | None, directory: str | None) -> tuple[Manifest | None, str]:
-    """The manifest for FLASK_APP `app` and the migrations directory setting `directory`
-    when it is there and every file it was computed from is unchanged; else None and why."""
+def read(app: str | None, directory: str | None) -> Manifest | None:
+    """The manifest for FLASK_APP `app` and the migrations directory setting `directory`,
+    when it is there, was made for them by this runner here, and every file it was computed
+    from is unchanged; else None."""
     try:
         recorded = json.loads(path().read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, f"no {FILE_NAME} (run 'runner prepare')"
-    except (OSError, ValueError) as error:
-        return None, f"{FILE_NAME} cannot be read: {error}"
-    try:
         manifest = _parse(recorded)
-    except (KeyError, TypeError, ValueError):
-        return None, f"{FILE_NAME} is not one this runner wrote"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
     inputs = {"format": FORMAT, "runner": runner.__version__, "cwd": os.getcwd(),
               "app": app, "directory": directory}
-    for key, expected in inputs.items():
-        if recorded.get(key) != expected:
-            return None, f"{FILE_NAME} was made for another {key} ({recorded.get(key)!r})"
-    changed = _changed(manifest)
-    if changed:
-        return None, f"{changed} changed since {FILE_NAME} was made"
-    return manifest, "unchanged"
+    if any(recorded.get(key) != expected for key, expected in inputs.items()):
+        return None
+    return None if _changed(manifest) else manifest
 
 
 def make(migrations: Migrations, version_table: VersionTable, directory: str | None

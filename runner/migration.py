@@ -33,17 +33,10 @@ class MigrationResult:
     elapsed: float
 
 
-def load(settings: Settings) -> Migrations:
-    """Load the app and read its migration scripts."""
-    from runner import revisions
-
-    return revisions.load(settings)
-
-
 def migrate(settings: Settings, sleep: Callable[[float], None] = signals.sleep
             ) -> MigrationResult:
     """Upgrade every database to head under the migration lock; no lock when already there."""
-    target = target_for(settings, load)
+    target = target_for(settings)
     with wait.connected(settings, target.url, target.table, target.source, sleep) as driver:
         return migrate_on(settings, target, driver, sleep)
 
@@ -67,9 +60,7 @@ def migrate_on(settings: Settings, target: Target, driver: Driver,
         table, at_head = _watch(state, migrations)
     elif target.history is not None:
         history = target.history
-        current = wait.retry_policy(settings.remaining(settings.wait_timeout), sleep)(
-            driver.read_versions, target.table)
-        if history.verdict(current) is Verdict.AT_HEAD:
+        if target.at_head(settings, driver, sleep):
             return _noop(settings, tuple(history.heads), "the database is already at head",
                          "fast")
         # Behind, or at a revision the manifest does not know (a newer release's, or one

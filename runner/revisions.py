@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import traceback
 from collections.abc import Iterator, Sequence
@@ -66,18 +67,15 @@ class Migrations:
     config: Config
     script: ScriptDirectory
 
-    @property
+    @functools.cached_property
     def history(self) -> History:
         """The scripts' head and every revision they know."""
-        return History(heads=frozenset(self.script.get_heads()),
-                       known=frozenset(rev.revision for rev in self.script.walk_revisions()))
+        return History.of(self.script)
 
     @property
     def version_table(self) -> VersionTable:
         """The version table the app gives Migrate (env.py passes it to Alembic)."""
-        arguments = self.app.extension.configure_args
-        return VersionTable(arguments.get("version_table") or "alembic_version",
-                            arguments.get("version_table_schema"))
+        return VersionTable.configured(self.app.extension.configure_args)
 
 
 def load(settings: Settings) -> Migrations:

@@ -60,11 +60,13 @@ def gate(settings: Settings, migrations: Migrations, state: RevisionState, drive
     try:
         report = lint(settings, migrations, current[0] if len(current) == 1 else None, None,
                       driver)
-    except ConfigError as error:
+    except Exception as error:  # in warn mode, nothing of the check's may stop an upgrade
         if settings.lint == "block":
             raise
+        reason = error.message if isinstance(error, ConfigError) else (
+            f"{type(error).__name__}: {' '.join(str(error).split())}")
         emit("lint.unavailable", f"the safety check could not run, the upgrade goes on:"
-             f" {error.message}", level="warning")
+             f" {reason}", level="warning")
         return
     for finding in report.findings:
         fields = {key: value for key, value in finding.as_dict().items() if key != "message"}
@@ -92,9 +94,9 @@ def lint_command(settings: Settings, from_revision: str | None, to_revision: str
 
     if offline:
         return lint(settings, load(settings), from_revision, to_revision, None)
-    target = target_for(settings, load)
+    target = target_for(settings)
     with wait.connected(settings, target.url, target.table, target.source) as driver:
-        migrations = target.migrations or load(settings)
+        migrations = target.app_migrations(settings)
         if from_revision is None:
             current = read_state(migrations, settings.allow_newer_database).current
             from_revision = current[0] if len(current) == 1 else None

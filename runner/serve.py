@@ -29,11 +29,9 @@ def wait_for_head(settings: Settings, sleep: Callable[[float], None] = signals.s
     NotAtHead when the wait timeout (from the start) runs out. With a valid manifest, one
     query a poll on the runner's connection; else through the app's env.py."""
     from runner.history import Verdict
-    from runner.migration import load
-    from runner.revisions import read_state
     from runner.target import target_for
 
-    target = target_for(settings, load)
+    target = target_for(settings)
     with wait.connected(settings, target.url, target.table, target.source, sleep) as driver:
         history = target.history
         if history is not None and history.verdict(
@@ -45,7 +43,9 @@ def wait_for_head(settings: Settings, sleep: Callable[[float], None] = signals.s
                     else heads
         else:
             # No manifest, or a revision it does not know: the app's env.py decides.
-            migrations = target.migrations or load(settings)
+            from runner.revisions import read_state
+
+            migrations = target.app_migrations(settings)
 
             def reading() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
                 state = read_state(migrations, settings.allow_newer_database)

@@ -6,8 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from runner import wait
 from runner.drivers import Holder
-from runner.history import Verdict
-from runner.migration import load
 from runner.settings import Settings
 from runner.target import target_for
 
@@ -18,17 +16,13 @@ if TYPE_CHECKING:
 def check(settings: Settings) -> tuple[str, ...]:
     """The heads when every database is at head; NotAtHead (naming what is pending) if not.
     With a valid manifest, one query at head; behind, the app tells what is pending."""
-    target = target_for(settings, load)
+    target = target_for(settings)
     with wait.connected(settings, target.url, target.table, target.source) as driver:
-        if target.history is not None:
-            current = wait.retry_policy(settings.remaining(settings.wait_timeout))(
-                driver.read_versions, target.table)
-            if target.history.verdict(current) is Verdict.AT_HEAD:
-                return tuple(sorted(target.history.heads))
+        if target.history is not None and target.at_head(settings, driver):
+            return tuple(sorted(target.history.heads))
         from runner.revisions import read_state, require_head
 
-        migrations = target.migrations or load(settings)
-        state = read_state(migrations, settings.allow_newer_database)
+        state = read_state(target.app_migrations(settings), settings.allow_newer_database)
     require_head(state)
     return state.heads
 
@@ -37,10 +31,9 @@ def read_status(settings: Settings) -> tuple[RevisionState, Holder | None]:
     """Every database's revisions, and who holds the migration lock (None: nobody)."""
     from runner.revisions import read_state
 
-    target = target_for(settings, load)
+    target = target_for(settings)
     with wait.connected(settings, target.url, target.table, target.source) as driver:
-        migrations = target.migrations or load(settings)
-        state = read_state(migrations, settings.allow_newer_database)
+        state = read_state(target.app_migrations(settings), settings.allow_newer_database)
         return state, driver.holder()
 
 

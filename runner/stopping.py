@@ -132,10 +132,12 @@ class UpgradeStopper:
         emit("runner.stopping", f"{name}: revision {revision} still running after"
              f" {self.stop_timeout:g}s: killing its statement; it may be half-applied",
              level="warning", signal=name, action="kill", revision=revision)
-        for watched in self._watched:
-            if watched.server_id is not None and self.kill_query is not None:
-                with contextlib.suppress(sa.exc.DBAPIError):
-                    self.kill_query(watched.server_id)
+        kill = self.kill_query or (lambda server_id: None)
+        for server_id in self.server_ids:
+            # The lock's driver raises its own driver's errors; one failed KILL must not
+            # spare the others.
+            with contextlib.suppress(Exception):
+                kill(server_id)
 
     def _cancel_transactional(self) -> None:
         for watched in self._watched:

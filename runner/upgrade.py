@@ -80,6 +80,8 @@ def read_state_within(settings: Settings, migrations: Migrations, budget: float,
 def _refresh_manifest(settings: Settings, migrations: Migrations, state: RevisionState) -> None:
     """Keep an existing manifest current: what the app configures, and the version table
     env.py was seen to use (which may differ from Migrate's arguments)."""
+    if not manifest.path().is_file():
+        return  # made only by `runner prepare`: nothing to keep current
     table = (state.databases[0].version_table if len(state.databases) == 1
              else migrations.version_table)
     with contextlib.suppress(Exception):  # a stale manifest only costs a full start
@@ -95,8 +97,7 @@ def _upgrade_retrying(settings: Settings, migrations: Migrations, driver: Driver
     return applied
 
 
-def upgrade(settings: Settings, migrations: Migrations, driver: Driver | None = None
-            ) -> tuple[str, ...]:
+def upgrade(settings: Settings, migrations: Migrations, driver: Driver) -> tuple[str, ...]:
     """Run `alembic upgrade head` through the app's env.py, stoppable by a signal.
 
     MigrationFailed names the revision; DatabaseUnavailable when the connection was lost;
@@ -109,8 +110,7 @@ def upgrade(settings: Settings, migrations: Migrations, driver: Driver | None = 
             migrations.app.flask_app.app_context(), \
             stoppable_upgrade(request, steps, settings.stop_timeout, kill_query,
                               finish_first) as stopper, \
-            heartbeat(driver, stopper, steps, settings.progress_interval if driver else 0,
-                      settings.started):
+            heartbeat(driver, stopper, steps, settings.progress_interval, settings.started):
         try:
             run_upgrade(migrations)
         except RunnerError:

@@ -10,7 +10,7 @@ import tenacity
 
 from runner import database, signals
 from runner.drivers import Driver, VersionTable, open_driver
-from runner.errors import DatabaseUnavailable
+from runner.errors import ConfigError, DatabaseUnavailable
 from runner.log import emit
 from runner.settings import Settings
 from runner.urls import DatabaseUrl
@@ -66,6 +66,11 @@ def wait_for(
     try:
         result = retry_policy(settings.remaining(timeout), sleep)(attempt)
     except Exception as exc:
+        if database.is_bad_parameter(exc):
+            raise ConfigError(
+                f"{url.describe()}: the driver does not take these connection parameters:"
+                f" {type(exc).__name__}: {database.error_text(exc)} (fix the query string of"
+                f" the URL in {source})") from None
         if database.is_connection_error(exc) and database.is_permanent(exc):
             fix = ("check that the file's directory exists and this user may write to it"
                    if url.backend == "sqlite" else "fix the credentials or database name")
@@ -89,12 +94,17 @@ def wait_for(
 def log_waiting(state: tenacity.RetryCallState) -> None:
     """tenacity's before_sleep: log `db.waiting` with the error that will be retried."""
     error = state.outcome.exception() if state.outcome else None
-    delay = state.next_action.sleep if state.next_action else 0.0
+    emit_waiting(state.attempt_number, state.next_action.sleep if state.next_action else 0.0,
+                 error)
+
+
+def emit_waiting(attempt: int, delay: float, error: BaseException | None) -> None:
+    """`db.waiting`: attempt `attempt` failed on `error`; the next one in `delay` seconds."""
     emit(
         "db.waiting",
-        f"database not ready (attempt {state.attempt_number}), retrying in {delay:.2f}s",
+        f"database not ready (attempt {attempt}), retrying in {delay:.2f}s",
         level="warning",
-        attempt=state.attempt_number,
+        attempt=attempt,
         delay=round(delay, 3),
         error=database.error_text(error) if error else "",
     )
@@ -104,14 +114,12 @@ def wait_for_databases(settings: Settings, sleep: Callable[[float], None] = sign
                        ) -> None:
     """Wait until every database of the app accepts a connection: the one given first
     (before the app is loaded), then the app's binds."""
-    from runner.migration import load
     from runner.target import target_for
 
-    target = target_for(settings, load)
+    target = target_for(settings)
     connected(settings, target.url, target.table, target.source, sleep).close()
     if target.manifest is not None and not target.manifest.binds:
         return  # the app has no other database
-    app = (target.migrations or load(settings)).app
-    for name, url in app.bind_urls.items():
+    for name, url in target.app_migrations(settings).app.bind_urls.items():
         connected(settings, url, VersionTable(), f"the app's SQLALCHEMY_BINDS[{name!r}]",
                   sleep).close()

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from runner.database import attempt_timeout
+from runner import database
 from runner.errors import ConfigError
 from runner.urls import DatabaseUrl
 
@@ -44,6 +44,12 @@ class VersionTable:
 
     def __str__(self) -> str:
         return f"{self.schema}.{self.name}" if self.schema else self.name
+
+    @classmethod
+    def configured(cls, arguments: dict[str, Any]) -> VersionTable:
+        """The version table in Migrate's `configure_args` (env.py passes them to Alembic)."""
+        return cls(arguments.get("version_table") or "alembic_version",
+                   arguments.get("version_table_schema"))
 
 
 @dataclass(frozen=True)
@@ -172,17 +178,17 @@ class Driver(abc.ABC):
         return self._connection
 
     def fetch(self, query: str, params: Sequence[Any] = ()) -> Rows:
-        """The rows of `query` (with %s placeholders) on the connection."""
+        """The rows of `query` (with %s placeholders) on the connection. A connection error
+        closes a connection that holds no lock, so the next call opens a new one."""
         with self.guard:
-            cursor = self.connection.cursor()
             try:
-                if params:
-                    cursor.execute(query, tuple(params))
-                else:
-                    cursor.execute(query)
-                return list(cursor.fetchall()) if cursor.description else []
-            finally:
-                cursor.close()
+                with contextlib.closing(self.connection.cursor()) as cursor:
+                    cursor.execute(query, *([tuple(params)] if params else []))
+                    return list(cursor.fetchall()) if cursor.description else []
+            except Exception as error:  # the driver's
+                if not self.held and database.is_connection_error(error):
+                    self.close()
+                raise
 
     def end_transaction(self) -> None:
         """Roll back the connection's transaction (a reading's: it changed nothing)."""
@@ -282,7 +288,7 @@ class Driver(abc.ABC):
 def open_driver(url: DatabaseUrl, table: VersionTable, connect_timeout: float) -> Driver:
     """The driver for `url`'s database and the lock of its version table; not connected."""
     name = lock_name(url.database, table)
-    timeout = attempt_timeout(connect_timeout)
+    timeout = database.attempt_timeout(connect_timeout)
     if url.backend == "postgresql":
         from runner.drivers.postgresql import PostgresqlDriver
 

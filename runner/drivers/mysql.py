@@ -29,8 +29,9 @@ from runner.drivers import (
 )
 from runner.urls import DatabaseUrl
 
-_BEACON_WAIT = 366 * 24 * 3600
-"""GET_LOCK's timeout for the beacon: longer than any migration."""
+_BEACON_WAIT = 365 * 24 * 3600
+"""GET_LOCK's timeout for the beacon, and the lock connection's wait_timeout: longer than
+any migration (and the most wait_timeout takes)."""
 
 BARE_QUERY_PARAMETERS = frozenset({"charset"})
 """URL query parameters PyMySQL takes as every MySQL driver does; with any other, the URL's
@@ -56,7 +57,6 @@ _CONNECTED = "SHOW GLOBAL STATUS LIKE 'Threads_connected'"
 READ_TIMEOUT = 60
 """Seconds a statement on the lock's connection may take (all are short): a server that
 went silent is found out, not waited for."""
-
 
 
 def user_lock_name(name: str) -> str:
@@ -118,6 +118,9 @@ class MysqlDriver(Driver):
             ((taken,),) = self.fetch("SELECT GET_LOCK(%s, 0)", (self.user_lock,))
             if taken == 1:
                 self.held = True
+                # The lock's connection idles while the app's upgrade runs: a server's short
+                # wait_timeout must not close it (and free the lock) mid-upgrade.
+                self.fetch(f"SET SESSION wait_timeout = {_BEACON_WAIT}")
                 self._show_holder()
                 return Poll(taken=True)
             ((_, connected),) = self.fetch(_CONNECTED)

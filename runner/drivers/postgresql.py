@@ -119,8 +119,6 @@ class PostgresqlDriver(Driver):
     def _open(self) -> Any:
         """psycopg 3, whatever driver the URL names (the query parameters are libpq's, as
         for psycopg2): only it binds parameters in the client (see below)."""
-        named = {"application_name": application_name(this_holder()),
-                 "connect_timeout": max(2, int(self.connect_timeout))}
         import psycopg
 
         # Parameters bound in the client, so every statement goes by the simple query
@@ -128,8 +126,14 @@ class PostgresqlDriver(Driver):
         # xmin) in the lock's transaction until the next statement, and a CREATE INDEX
         # CONCURRENTLY in the upgrade would wait for that transaction, i.e. forever. And no
         # server-side prepared statements, which a pooler would hand to other sessions.
-        return psycopg.connect(**{**self.connect_arguments("dbname"), **named},
-                               cursor_factory=psycopg.ClientCursor, prepare_threshold=None)
+        return psycopg.connect(**self._libpq_arguments(), cursor_factory=psycopg.ClientCursor,
+                               prepare_threshold=None)
+
+    def _libpq_arguments(self) -> dict[str, Any]:
+        """The URL's connection parameters, the runner's application_name, the timeout."""
+        return {**self.connect_arguments("dbname"),
+                "application_name": application_name(this_holder()),
+                "connect_timeout": max(2, int(self.connect_timeout))}
 
     def fetch(self, query: str, params: Sequence[Any] = ()) -> Rows:
         try:
@@ -213,10 +217,8 @@ class PostgresqlDriver(Driver):
         if self._side is None:
             import psycopg
 
-            self._side = psycopg.connect(**{**self.connect_arguments("dbname"),
-                                            "connect_timeout": max(2, int(self.connect_timeout)),
-                                            "application_name": application_name(this_holder())},
-                                         autocommit=True, prepare_threshold=None)
+            self._side = psycopg.connect(**self._libpq_arguments(), autocommit=True,
+                                         prepare_threshold=None)
         cursor = self._side.cursor()
         try:
             yield cursor

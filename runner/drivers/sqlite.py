@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.drivers import Driver, Holder, Poll, VersionTable, hashed, this_holder
+from runner.errors import ConfigError
 from runner.urls import DatabaseUrl
 
 _HOLDER_BYTES = 4096
@@ -56,9 +57,18 @@ class SqliteDriver(Driver):
 
     def _lock_file(self) -> int:
         if self._fd is None:
-            assert self.path is not None
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            self._fd = self._open_lock_file()
         return self._fd
+
+    def _open_lock_file(self) -> int:
+        """A new descriptor of the lock file; ConfigError when it cannot be created."""
+        assert self.path is not None
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot open the migration lock file {self.path}: {error.strerror}: let"
+                " this user write to the database file's directory") from None
 
     def _try_flock(self) -> bool:
         if self.memory:
@@ -96,7 +106,7 @@ class SqliteDriver(Driver):
             return None
         if not self.held:
             # A lock has no "is it taken?" simpler than trying, on a descriptor of its own.
-            probe = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            probe = self._open_lock_file()
             try:
                 try:
                     fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
