@@ -36,7 +36,7 @@ ensure_floor_venv() {
     "$floor_venv/bin/python" -m pip install --quiet --upgrade pip
     "$venv/bin/python" tests/floor_constraints.py > "$floor_venv/constraints.txt"
     "$floor_venv/bin/python" -m pip install --quiet -c "$floor_venv/constraints.txt" \
-      -e . 'pytest>=8' psycopg2-binary python-dotenv
+      -e . 'pytest>=8' 'pytest-timeout>=2.3' psycopg2-binary python-dotenv
     touch "$floor_venv/.installed"
   fi
 }

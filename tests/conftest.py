@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
+from runner import log
 from support import (
     EXAMPLE,
-    REQUIRE_DATABASES,
+    KINDS,
     DatabaseFactory,
+    Loader,
     copy_app,
-    fresh_database,
-    unavailable,
+    project_loader,
+    server_database,
 )
-
-SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MariaDB"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -39,19 +40,51 @@ def restore_sys_path() -> Iterator[None]:
     sys.path[:] = saved
 
 
+@pytest.fixture(autouse=True)
+def restore_event_log() -> Iterator[None]:
+    """The runner's process-wide event log (runner.log.events): a test that runs a command
+    in-process sets its format and stream and registers secrets in it, and it keeps the
+    last event and fields; the next test starts from the state before."""
+    state = vars(log.events)
+    saved = {key: copy.copy(value) if isinstance(value, dict | set | list) else value
+             for key, value in state.items()}
+    yield
+    state.clear()
+    state.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def restore_logger_filters() -> Iterator[None]:
+    """Logger filters a test adds in-process (runner.wsgi.serve adds one to Alembic's
+    plugins logger each time gunicorn would load the app) are gone after it."""
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger(), *(logger for logger in manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    saved = {logger: list(logger.filters) for logger in loggers}
+    yield
+    for logger in [logging.getLogger(), *manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            logger.filters = list(saved.get(logger, []))
+
+
 @pytest.fixture
 def new_database() -> Iterator[DatabaseFactory]:
-    """Make empty databases on a server ('postgresql' or 'mysql'); all dropped after the test."""
+    """Make empty databases on a server ('postgresql' or 'mysql'); all dropped after the test.
+    A server that is not reachable skips the test (fails it where RUNNER_REQUIRE_DATABASES)."""
     with contextlib.ExitStack() as stack:
 
         def make(kind: str) -> str:
-            try:
-                return stack.enter_context(fresh_database(kind))
-            except sa.exc.OperationalError as exc:
-                unavailable(f"{SERVER_NAMES[kind]} is not reachable: "
-                            f"{' '.join(str(exc).split())[:200]}", REQUIRE_DATABASES)
+            return stack.enter_context(server_database(kind))
 
         yield make
+
+
+@pytest.fixture
+def load_project(monkeypatch: pytest.MonkeyPatch) -> Iterator[Loader]:
+    """Load apps in-process as `flask` does (support.project_loader); their modules are
+    forgotten after the test."""
+    with project_loader(monkeypatch) as load:
+        yield load
 
 
 @pytest.fixture
@@ -73,11 +106,7 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'data' / 'app.db'}"
 
 
-DIALECTS = [
-    pytest.param("postgresql", marks=pytest.mark.postgresql),
-    pytest.param("mysql", marks=pytest.mark.mysql),
-    pytest.param("sqlite"),
-]
+DIALECTS = [*KINDS, pytest.param("sqlite")]
 
 
 @pytest.fixture(params=DIALECTS)

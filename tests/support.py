@@ -29,10 +29,17 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
 if TYPE_CHECKING:
+    from alembic.config import Config
+    from flask import Flask
+
     from runner.drivers import Driver
+    from runner.lint import LintReport, LintSettings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example"
+APPS = REPO / "tests" / "apps"
+"""The test apps, laid out as users lay out theirs."""
+TUTORIAL_APP = APPS / "tutorial_app"
 
 POSTGRESQL_ADMIN = os.environ.get(
     "TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -43,6 +50,19 @@ ADMIN_URLS = {"postgresql": POSTGRESQL_ADMIN, "mysql": MYSQL_ADMIN}
 
 DatabaseFactory = Callable[[str], str]
 """Makes an empty database on a server ('postgresql' or 'mysql') and returns its URL."""
+
+KINDS = [pytest.param("postgresql", marks=pytest.mark.postgresql),
+         pytest.param("mysql", marks=pytest.mark.mysql)]
+"""The two servers, as a parameter: 'postgresql', then 'mysql'."""
+
+SERVER_NAMES = {"postgresql": "PostgreSQL", "mysql": "MariaDB"}
+
+INNODB_TRX = pytest.mark.xdist_group("innodb_trx")
+"""For the tests that read information_schema.INNODB_TRX on the shared MariaDB, themselves or
+through the runner's progress readings (runner.progress.read_mysql reads it for any running
+statement): it lists every database's transactions, and its cache is the whole server's,
+refreshed only when nobody has read it for 0.1 s. In one xdist worker, one after another,
+these tests neither see each other's transactions nor keep each other's readings stale."""
 
 
 REQUIRE_DATABASES = os.environ.get("RUNNER_REQUIRE_DATABASES") == "1"
@@ -82,6 +102,19 @@ def fresh_database(kind: str) -> Iterator[str]:
         engine.dispose()
 
 
+@contextlib.contextmanager
+def server_database(kind: str) -> Iterator[str]:
+    """`fresh_database`, the test skipped (or, where required, failed) when the server is not
+    reachable: for fixtures that make databases of their own (module-scoped ones, say)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(fresh_database(kind))
+        except sa.exc.OperationalError as exc:
+            unavailable(f"{SERVER_NAMES[kind]} is not reachable: "
+                        f"{' '.join(str(exc).split())[:200]}", REQUIRE_DATABASES)
+        yield url
+
+
 RUNNER_VARIABLE_PREFIXES = (
     "RUNNER_", "DATABASE_URL", "MIGRATION_DATABASE_URL", "FLASK_", "GUNICORN_", "PORT",
     "WEB_CONCURRENCY",
@@ -99,6 +132,23 @@ COUNTED_APP = (
 )
 """The example's app (counted.py beside app.py), recording each process that imports it in
 imports.log: a fast start never does."""
+
+
+def counted_env(project: Path, url: str | None, prepared: bool = True, **extra: str
+                ) -> dict[str, str]:
+    """The environment of a copy of the example whose app counts the processes importing it
+    (COUNTED_APP); `prepared`: `runner prepare` ran once, the first import."""
+    (project / "counted.py").write_text(COUNTED_APP)
+    env = runner_env(url, FLASK_APP="counted:create_app()", **extra)
+    if prepared:
+        prepare(project, env)
+    return env
+
+
+def imports(project: Path) -> int:
+    """How many processes imported the counted app so far (counted_env)."""
+    log = project / "imports.log"
+    return len(log.read_text().split()) if log.exists() else 0
 
 
 def runner_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
@@ -129,16 +179,67 @@ def copy_app(source: Path, target: Path) -> Path:
     return target
 
 
-def read_until(process: subprocess.Popen[str], marker: str) -> list[str]:
+def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 120) -> list[str]:
     """Read `process`'s stderr up to the first line containing `marker`; the lines read, that
-    one last. Fails the test, with the lines read, when stderr ends first."""
+    one last. Fails the test, with the lines read, when stderr ends first or when `timeout`
+    seconds pass (the process is killed then: nothing is left running, or holding a lock)."""
     assert process.stderr is not None
-    seen = []
-    for line in process.stderr:
-        seen.append(line)
-        if marker in line:
-            return seen
-    pytest.fail(f"never saw {marker!r}:\n" + "".join(seen))
+    stream = process.stderr
+    seen: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        # Line by line, and not a line past the marker: the caller reads on from there.
+        for line in stream:
+            seen.append(line)
+            if marker in line:
+                found.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        process.kill()
+        reader.join(30)
+        pytest.fail(f"never saw {marker!r} within {timeout:g}s (the process was killed):\n"
+                    + "".join(seen))
+    if not found.is_set():
+        pytest.fail(f"never saw {marker!r}:\n" + "".join(seen))
+    return seen
+
+
+def finish(process: subprocess.Popen[str], seen: Sequence[str] = (), timeout: float = 120
+           ) -> subprocess.CompletedProcess[str]:
+    """Wait for a started runner; its stderr includes the lines `read_until` took (`seen`).
+    One still running `timeout` seconds later is killed and fails the test."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"still running after {timeout:g}s, killed:\n" + "".join(seen) + err)
+    return subprocess.CompletedProcess(process.args, process.returncode, out,
+                                       "".join(seen) + err)
+
+
+@contextlib.contextmanager
+def killed_on_failure(*processes: subprocess.Popen[str], gate: Path | None = None
+                      ) -> Iterator[None]:
+    """When the block fails (an assertion, a timeout), open `gate` (gated_revision) and kill
+    whichever of `processes` still runs, so that no runner is left behind holding the
+    migration lock or a table; then the failure goes on. A block that succeeds leaves them
+    to the test, which waits for them."""
+    try:
+        yield
+    except BaseException:
+        if gate is not None:
+            gate.touch()
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+        raise
 
 
 def stop(process: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
@@ -251,6 +352,75 @@ def hold_lock(url: str) -> Driver:
     return driver
 
 
+@dataclass(frozen=True)
+class Project:
+    """An app loaded in this process (project_loader), with what Alembic and the linter need
+    from it."""
+
+    directory: Path
+    app: Flask
+    config: Config
+    script: ScriptDirectory
+
+    def upgrade(self, revision: str) -> None:
+        """`flask db upgrade REVISION`, in-process, on the app's database. Its env.py runs
+        logging.config.fileConfig(): under preserved_logging, so that the test process's
+        loggers are as they were afterwards (no test leaks logging into the next)."""
+        import flask_migrate
+
+        from runner.log import preserved_logging
+
+        with preserved_logging(), self.app.app_context():
+            flask_migrate.upgrade(directory=str(self.config.get_main_option("script_location")),
+                                  revision=revision)
+            for engine in self.app.extensions["migrate"].db.engines.values():
+                engine.dispose()
+
+    def lint(self, dialect: str, from_revision: str | None = None,
+             to_revision: str | None = None, settings: LintSettings | None = None) -> LintReport:
+        """runner.lint.lint_range on the app's revisions, offline."""
+        from runner.lint import lint_range
+
+        return lint_range(self.config, self.script, self.app, dialect, from_revision,
+                          to_revision, settings=settings)
+
+
+Loader = Callable[[Path, str, str], Project]
+"""Loads (directory, FLASK_APP import path, DATABASE_URL) as a Project: the load_project
+fixture."""
+
+
+@contextlib.contextmanager
+def project_loader(monkeypatch: pytest.MonkeyPatch) -> Iterator[Loader]:
+    """Load a project's app as `flask` does (flask.cli.ScriptInfo), from its directory, with
+    DATABASE_URL set; its modules are forgotten afterwards. The one place that loads apps
+    in-process for a test (conftest's load_project fixture)."""
+    from flask.cli import ScriptInfo
+
+    loaded: list[Path] = []
+
+    def load(directory: Path, app_import_path: str, url: str) -> Project:
+        module = app_import_path.split(":")[0]
+        for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
+            del sys.modules[name]
+        monkeypatch.chdir(directory)
+        monkeypatch.setenv("DATABASE_URL", url)
+        loaded.append(directory.resolve())
+        app = ScriptInfo(app_import_path=app_import_path).load_app()
+        migrations = directory / app.extensions["migrate"].directory
+        with app.app_context():
+            config = app.extensions["migrate"].migrate.get_config(str(migrations))
+        return Project(directory, app, config, ScriptDirectory.from_config(config))
+
+    try:
+        yield load
+    finally:
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if path and any(Path(path).resolve().is_relative_to(d) for d in loaded):
+                del sys.modules[name]
+
+
 def scripts(migrations: Path = EXAMPLE / "migrations") -> ScriptDirectory:
     """A migrations directory's scripts, read by Alembic."""
     return ScriptDirectory(str(migrations))
@@ -329,14 +499,18 @@ REPLICAS = 8
 
 
 GATED_REVISION = """import os, time
-deadline = time.monotonic() + 120
-while not os.path.exists(os.environ["RUNNER_TEST_GATE"]):
-    if time.monotonic() > deadline:
-        raise RuntimeError("the test never opened the gate")
-    time.sleep(0.02)
+# Rendered offline (the safety check before the upgrade, `runner sql`), it does not wait.
+if not op.get_context().as_sql:
+    deadline = time.monotonic() + 120
+    while not os.path.exists(os.environ["RUNNER_TEST_GATE"]):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test never opened the gate")
+        time.sleep(0.02)
 """
 """A revision body that runs until the test creates the file RUNNER_TEST_GATE names: it
-waits on an event of the test's, not for a guessed time."""
+waits on an event of the test's, not for a guessed time. Only when it runs for real: the
+runner renders the pending revisions offline first (the safety check), and a test that
+waits for the upgrade to start would otherwise wait for the gate's deadline."""
 
 
 def gated_revision(project: Path, slug: str = "gated") -> str:
@@ -348,43 +522,67 @@ def start_herd(
     database_url: str, cwd: Path = EXAMPLE, extra_env: dict[str, str] | None = None,
     replicas: int = REPLICAS, timeout: float = 180, gate: Path | None = None,
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Start `replicas` `runner migrate` processes together and wait for all of them.
+    """Start `replicas` `runner migrate` processes together and wait for all of them, at most
+    `timeout` seconds (then the test fails); none is left running, whatever happens.
 
     With `gate`, a gated revision (gated_revision) runs until every other replica has
     logged `lock.waiting`: then the test creates the gate file, and the holder goes on."""
     env = runner_env(database_url, **(extra_env or {}))
     if gate is not None:
         env["RUNNER_TEST_GATE"] = str(gate)
-    processes = [start_runner(["migrate"], env, cwd) for _ in range(replicas)]
-    errors: list[list[str]] = [[] for _ in processes]
-    waiting: set[int] = set()
-    enough = threading.Event()
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        processes = [start_runner(["migrate"], env, cwd) for _ in range(replicas)]
+        outputs: list[list[str]] = [[] for _ in processes]
+        errors: list[list[str]] = [[] for _ in processes]
+        waiting: set[int] = set()
+        enough = threading.Event()
+        if replicas <= 1:
+            enough.set()
 
-    def read(index: int, process: subprocess.Popen[str]) -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            errors[index].append(line)
-            if '"lock.waiting"' in line:
-                waiting.add(index)
-                if len(waiting) >= replicas - 1:
-                    enough.set()
+        def read_errors(index: int, process: subprocess.Popen[str]) -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                errors[index].append(line)
+                if '"lock.waiting"' in line:
+                    waiting.add(index)
+                    if len(waiting) >= replicas - 1:
+                        enough.set()
 
-    readers = [threading.Thread(target=read, args=item, daemon=True)
-               for item in enumerate(processes)]
-    for reader in readers:
-        reader.start()
-    if gate is not None:
-        opened = enough.wait(timeout)
-        gate.touch()
-        assert opened, f"only {len(waiting)} replicas ever waited on the lock"
-    finished = []
-    for index, process in enumerate(processes):
-        out = process.stdout.read() if process.stdout else ""
-        process.wait(timeout=timeout)
-        readers[index].join(timeout)
-        finished.append(subprocess.CompletedProcess(process.args, process.returncode, out,
-                                                    "".join(errors[index])))
-    return finished
+        def read_output(index: int, process: subprocess.Popen[str]) -> None:
+            # Read as it comes, like stderr: a full pipe would block the replica.
+            assert process.stdout is not None
+            outputs[index].append(process.stdout.read())
+
+        readers = [threading.Thread(target=target, args=(index, process), daemon=True)
+                   for index, process in enumerate(processes)
+                   for target in (read_errors, read_output)]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + timeout
+        if gate is not None:
+            opened = enough.wait(timeout)
+            gate.touch()
+            assert opened, f"only {len(waiting)} replicas ever waited on the lock:\n" + "\n".join(
+                "".join(lines)[-2000:] for lines in errors)
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a replica still ran after {timeout:g}s:\n"
+                            + "".join(errors[processes.index(process)])[-3000:])
+        for reader in readers:
+            reader.join(30)
+        return [subprocess.CompletedProcess(process.args, process.returncode,
+                                            "".join(outputs[index]), "".join(errors[index]))
+                for index, process in enumerate(processes)]
+    finally:
+        if gate is not None:
+            gate.touch()
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
 
 
 @functools.cache
@@ -424,19 +622,31 @@ def kind_of(url: str) -> str:
     return "postgresql" if url.startswith("postgresql") else "mysql"
 
 
+SESSION_ID = {
+    "postgresql": "SELECT pg_backend_pid()",
+    "mysql": "SELECT CONNECTION_ID()",
+}
+"""The server's id of the session that asks: what pg_stat_activity.pid, pg_locks.pid and
+the processlist's ID (INNODB_TRX's trx_mysql_thread_id) show for it."""
+
+
 @contextlib.contextmanager
 def hold_table(
     url: str, release_after: float | None = None, statement: str | None = None
-) -> Iterator[None]:
+) -> Iterator[int]:
     """A session idle in a transaction that read "user" (or ran `statement`), until the block
-    ends or `release_after` seconds pass."""
+    ends or `release_after` seconds pass. Yields that session's server id (SESSION_ID), so
+    that a test can pick it out among the server's sessions, or leave it out."""
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    kind = kind_of(url)
     holding = threading.Event()
     done = threading.Event()
+    session: list[int] = []
 
     def hold() -> None:
         with engine.connect() as connection:
-            connection.exec_driver_sql(statement or HOLD_STATEMENTS[kind_of(url)]).close()
+            connection.exec_driver_sql(statement or HOLD_STATEMENTS[kind]).close()
+            session.append(int(connection.exec_driver_sql(SESSION_ID[kind]).scalar_one()))
             holding.set()
             done.wait(release_after)
             connection.rollback()
@@ -445,7 +655,7 @@ def hold_table(
     thread.start()
     assert holding.wait(10), "the blocking session could not take its lock"
     try:
-        yield
+        yield session[0]
     finally:
         done.set()
         thread.join(10)
@@ -647,14 +857,17 @@ def _private_server(kind: Callable[[Path], _Server], prefix: str) -> Iterator[_S
 
 @contextlib.contextmanager
 def peak_connections(admin_url: str, database: str) -> Iterator[list[int]]:
-    """Sample, every 20 ms, how many sessions are connected to `database`; the peak is [0]."""
+    """Sample, every 20 ms, how many client sessions are connected to `database` (not the
+    server's own background processes, nor sessions of other databases: other tests run
+    beside this one); the peak is [0]."""
     peak = [0]
     stop = threading.Event()
     engine = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
 
     def sample() -> None:
         with engine.connect() as connection:
-            query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name")
+            query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name"
+                            " AND backend_type = 'client backend'")
             while not stop.is_set():
                 peak[0] = max(peak[0], int(connection.scalar(query, {"name": database}) or 0))
                 connection.commit()

@@ -95,6 +95,7 @@ def stock_mariadb() -> Iterator[PrivateMariadb]:
 
 
 @pytest.mark.mysql
+@pytest.mark.stress  # the heaviest here (150 interpreters at once): -m "not stress" skips it
 def test_150_replicas_on_a_stock_mariadb_with_15_connections_taken(
     stock_mariadb: PrivateMariadb, project: Path
 ) -> None:

@@ -12,9 +12,12 @@ import sqlalchemy as sa
 from runner.errors import ExitCode
 from support import (
     add_revision,
+    counted_env,
     event_names,
     events,
+    finish,
     hold_lock,
+    imports,
     one_error,
     prepare,
     read_until,
@@ -139,7 +142,7 @@ def test_sigterm_while_waiting_ends_at_once() -> None:
     process = start_runner(["wait", "--wait-timeout", "120"], runner_env(url))
     read_until(process, '"db.waiting"')
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=10)
+    err = finish(process, timeout=10).stderr
     assert process.returncode == 128 + signal.SIGTERM
     assert "Traceback" not in err
     assert "runner.interrupted" in event_names(err)
@@ -215,9 +218,13 @@ def test_without_a_manifest_the_app_is_loaded_only_under_the_lock(
 ) -> None:
     """Only the app can tell whether the database is at head: it is loaded by the replica
     that holds the lock (a factory that migrates by itself cannot race the others)."""
-    env = runner_env(database_url)
+    # No manifest (no `runner prepare`), and an app that counts the processes importing it.
+    env = counted_env(project, database_url, prepared=False)
     assert run_runner(["migrate"], env, cwd=project).returncode == 0
+    assert imports(project) == 1  # the replica that held the lock and migrated
     with hold_lock(database_url):
         result = run_runner(["migrate", "--lock-timeout", "2"], env, cwd=project)
     error = one_error(result, ExitCode.LOCK_TIMEOUT)
     assert error["holder"]["pid"] is not None
+    # It waited for the lock the whole time, and never loaded the app.
+    assert imports(project) == 1

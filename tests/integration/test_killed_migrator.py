@@ -10,6 +10,7 @@ import pytest
 from support import (
     add_revision,
     event_names,
+    killed_on_failure,
     read_until,
     run_runner,
     runner_env,
@@ -33,7 +34,8 @@ def test_next_runner_finishes_after_the_holder_is_killed(
     # RUNNER_LINT off: rendering the revision offline for the safety check would sleep too.
     holder = start_runner(["migrate"], runner_env(postgresql_url, SLOW_MIGRATION="1",
                                                   RUNNER_LINT="off"), project)
-    read_until(holder, f"-> {slow}")
+    with killed_on_failure(holder):
+        read_until(holder, f"-> {slow}")
     holder.send_signal(signal.SIGKILL)
     holder.communicate(timeout=10)
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from runner.errors import ExitCode
 from support import (
+    KINDS,
     DatabaseFactory,
     add_revision,
     event_names,
@@ -24,23 +25,34 @@ from support import (
     version_rows,
 )
 
-KINDS = [pytest.param("postgresql", marks=pytest.mark.postgresql),
-         pytest.param("mysql", marks=pytest.mark.mysql)]
-
 DANGEROUS = ('op.create_index("ix_post_title", "post", ["title"])\n'
              'op.alter_column("post", "title", type_=sa.String(40))')
 """A blocking index build (PostgreSQL), and a narrowing type change (both: a rewrite/copy)."""
 
 
+LARGE = {"RUNNER_LINT_LARGE_TABLE_ROWS": "100"}
+"""A small threshold for a "large table", so that a few hundred rows are one."""
+
+POSTS = 300
+"""Rows in "post": a large table under LARGE."""
+
+
+def lint_env(url: str, **extra: str) -> dict[str, str]:
+    """runner_env with LARGE: POSTS rows make every locking finding an error."""
+    return runner_env(url, **LARGE, **extra)
+
+
 def populated(project: Path, url: str, kind: str) -> str:
-    """The project at head on `url` with 20,000 posts, then a dangerous revision pending."""
+    """The project at head on `url` with POSTS posts, then a dangerous revision pending."""
     assert run_runner(["migrate"], runner_env(url), cwd=project).returncode == 0
-    series = ("generate_series(1, 20000) AS n" if kind == "postgresql" else
-              "(SELECT a.n + 100 * b.n AS n FROM (SELECT seq AS n FROM seq_0_to_99) a,"
-              " (SELECT seq AS n FROM seq_0_to_199) b) AS s")
+    series = (f"generate_series(1, {POSTS}) AS n" if kind == "postgresql" else
+              f"(SELECT seq AS n FROM seq_1_to_{POSTS}) AS s")
     concat = "'t' || n" if kind == "postgresql" else "CONCAT('t', n)"
     slug = "'s' || n" if kind == "postgresql" else "CONCAT('s', n)"
-    execute(url, f"INSERT INTO post (title, slug) SELECT {concat}, {slug} FROM {series}",
+    # Autovacuum off: the row estimate stays the one of the ANALYZE below.
+    execute(url, *(["ALTER TABLE post SET (autovacuum_enabled = false)"]
+                   if kind == "postgresql" else []),
+            f"INSERT INTO post (title, slug) SELECT {concat}, {slug} FROM {series}",
             "ANALYZE post" if kind == "postgresql" else "ANALYZE TABLE post")
     return add_revision(project, "dangerous", DANGEROUS)
 
@@ -52,7 +64,7 @@ def test_block_refuses_with_exit_8_and_applies_nothing(
     url = new_database(kind)
     revision = populated(project, url, kind)
     before = version_rows(url)
-    result = run_runner(["migrate", "--lint", "block"], runner_env(url), cwd=project)
+    result = run_runner(["migrate", "--lint", "block"], lint_env(url), cwd=project)
     error = one_error(result, ExitCode.UNSAFE_MIGRATION)
     assert error["event"] == "lint.refused"
     assert error["revision"] == revision
@@ -75,7 +87,7 @@ def test_warn_logs_each_finding_and_applies(
 ) -> None:
     url = new_database(kind)
     revision = populated(project, url, kind)
-    result = run_runner(["migrate"], runner_env(url), cwd=project)
+    result = run_runner(["migrate"], lint_env(url), cwd=project)
     assert result.returncode == 0, result.stderr
     findings = [record for record in events(result.stderr) if record["event"] == "lint.finding"]
     assert {finding["rule"] for finding in findings} >= {"changing-column-type"}
@@ -88,13 +100,13 @@ def test_warn_logs_each_finding_and_applies(
 @pytest.mark.postgresql
 def test_off_says_nothing_and_a_noop_never_lints(project: Path, postgresql_url: str) -> None:
     revision = populated(project, postgresql_url, "postgresql")
-    env = runner_env(postgresql_url, RUNNER_LINT="off")
+    env = lint_env(postgresql_url, RUNNER_LINT="off")
     result = run_runner(["migrate"], env, cwd=project)
     assert result.returncode == 0, result.stderr
     assert "lint.finding" not in event_names(result.stderr)
     assert version_rows(postgresql_url) == [revision]
     prepare(project, env)
-    traced = run_runner(["migrate"], runner_env(postgresql_url, RUNNER_LINT="block"),
+    traced = run_runner(["migrate"], lint_env(postgresql_url, RUNNER_LINT="block"),
                         cwd=project)
     assert event_names(traced.stderr) == ["db.ready", "migrate.noop"]
 
@@ -103,7 +115,7 @@ def test_off_says_nothing_and_a_noop_never_lints(project: Path, postgresql_url: 
 def test_runner_lint_exits_8_then_0_once_acknowledged(project: Path, postgresql_url: str
                                                        ) -> None:
     revision = populated(project, postgresql_url, "postgresql")
-    env = runner_env(postgresql_url)
+    env = lint_env(postgresql_url)
     result = run_runner(["lint", "--format", "json"], env, cwd=project)
     assert result.returncode == ExitCode.UNSAFE_MIGRATION, result.stderr
     report = json.loads(result.stdout)

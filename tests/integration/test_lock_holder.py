@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from support import (
     copy_app,
     events,
+    finish,
     gated_revision,
     one_error,
     prepare,
@@ -21,13 +24,20 @@ from support import (
 )
 
 
-def start_holder(project: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    """A runner migrating a revision held until the test creates RUNNER_TEST_GATE,
-    returned once it holds the migration lock."""
+@contextlib.contextmanager
+def holding(project: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """A runner migrating a revision held until the test creates RUNNER_TEST_GATE, yielded
+    once it holds the migration lock. However the block ends, the gate is opened after it,
+    and the runner finishes (killed if it does not within 120 s): no lock is left held."""
     gated_revision(project)
+    gate = Path(env["RUNNER_TEST_GATE"])
     holder = start_runner(["migrate"], env, cwd=project)
-    read_until(holder, '"lock.acquired"')
-    return holder
+    try:
+        read_until(holder, '"lock.acquired"')
+        yield holder
+    finally:
+        gate.touch()
+        finish(holder)
 
 
 def names_holder(holder: dict[str, Any] | None, pid: int) -> None:
@@ -41,20 +51,16 @@ def test_waiters_and_status_name_the_holder(
     database_url: str, project: Path, tmp_path: Path
 ) -> None:
     env = runner_env(database_url, RUNNER_TEST_GATE=str(tmp_path / "gate"))
-    holder = start_holder(project, env)
-    # A replica with a manifest, which knows the head before it loads the app.
-    prepared = copy_app(project, tmp_path / "prepared")
-    prepare(prepared, env)
     termination_log = tmp_path / "termination-log"
-    try:
+    with holding(project, env) as holder:
+        # A replica with a manifest, which knows the head before it loads the app.
+        prepared = copy_app(project, tmp_path / "prepared")
+        prepare(prepared, env)
         waiter = run_runner(["migrate", "--lock-timeout", "2"],
                             {**env, "RUNNER_TERMINATION_LOG": str(termination_log)}, cwd=project)
         fast_waiter = run_runner(["migrate", "--lock-timeout", "2"], env, cwd=prepared)
         status = run_runner(["status", "--json"], env, cwd=project)
         status_text = run_runner(["status"], env, cwd=project)
-    finally:
-        (tmp_path / "gate").touch()
-        holder.communicate(timeout=120)
     assert holder.returncode == 0
 
     waiting = [record for record in events(waiter.stderr) if record["event"] == "lock.waiting"]

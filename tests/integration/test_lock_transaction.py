@@ -13,7 +13,9 @@ import sqlalchemy as sa
 
 from support import (
     event_names,
+    finish,
     gated_revision,
+    killed_on_failure,
     read_until,
     runner_env,
     start_runner,
@@ -30,7 +32,8 @@ def holder_session(url: str, pid: int) -> tuple[str, object, list[tuple[str, str
         with engine.connect() as connection:
             (backend, state, xmin), = connection.execute(sa.text(
                 "SELECT pid, state, backend_xmin FROM pg_stat_activity"
-                " WHERE application_name LIKE :name"), {"name": f"migrate-runner % {pid}"})
+                " WHERE datname = current_database() AND application_name LIKE :name"),
+                {"name": f"migrate-runner % {pid}"})
             locks = [tuple(row) for row in connection.execute(sa.text(
                 "SELECT locktype, mode FROM pg_locks WHERE pid = :pid AND granted"),
                 {"pid": backend})]
@@ -46,13 +49,12 @@ def test_the_holders_transaction_holds_no_snapshot_nor_table_lock(
     gate = tmp_path / "gate"
     runner = start_runner(["migrate"], runner_env(postgresql_url, RUNNER_TEST_GATE=str(gate)),
                           project)
-    try:
+    with killed_on_failure(runner, gate=gate):
         read_until(runner, "Running upgrade")
         state, xmin, locks = holder_session(postgresql_url, runner.pid)
-    finally:
-        gate.touch()
-        _, err = runner.communicate(timeout=120)
-    assert runner.returncode == 0, err
+    gate.touch()
+    result = finish(runner)
+    assert result.returncode == 0, result.stderr
     assert state == "idle in transaction"
     assert xmin is None  # a CREATE INDEX CONCURRENTLY would otherwise wait for it
     assert {locktype for locktype, _ in locks} == {"advisory", "virtualxid"}, locks
@@ -64,7 +66,8 @@ def test_a_killed_holder_leaves_no_lock(postgresql_url: str, project: Path, tmp_
     gated_revision(project)
     env = runner_env(postgresql_url, RUNNER_TEST_GATE=str(tmp_path / "gate"))
     runner = start_runner(["migrate"], env, project)
-    read_until(runner, "Running upgrade")
+    with killed_on_failure(runner, gate=tmp_path / "gate"):
+        read_until(runner, "Running upgrade")
     runner.send_signal(signal.SIGKILL)
     runner.communicate(timeout=30)
     (tmp_path / "gate").touch()
@@ -81,7 +84,8 @@ def test_sigterm_while_holding_releases_at_once(postgresql_url: str, project: Pa
     gated_revision(project)
     runner = start_runner(["migrate"], runner_env(
         postgresql_url, RUNNER_TEST_GATE=str(tmp_path / "gate")), project)
-    read_until(runner, "Running upgrade")
+    with killed_on_failure(runner, gate=tmp_path / "gate"):
+        read_until(runner, "Running upgrade")
     runner.send_signal(signal.SIGTERM)
     (tmp_path / "gate").touch()  # the revision's next statement is the safe point
     _, err = stop(runner)
@@ -89,7 +93,9 @@ def test_sigterm_while_holding_releases_at_once(postgresql_url: str, project: Pa
     engine = sa.create_engine(postgresql_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
+            # This database's advisory locks: other tests hold theirs beside this one.
             assert connection.scalar(sa.text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")) == 0
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())")) == 0
     finally:
         engine.dispose()

@@ -23,9 +23,11 @@ from runner.urls import normalize_url, parse_url
 from support import (
     COUNTED_APP,
     add_revision,
+    counted_env,
     event_names,
     events,
     execute,
+    imports,
     one_error,
     prepare,
     run_runner,
@@ -34,18 +36,6 @@ from support import (
 )
 
 HEAD = script_heads()[0]
-
-def counted(project: Path, url: str | None, **extra: str) -> dict[str, str]:
-    """The environment of a project whose app counts its imports; prepared once."""
-    (project / "counted.py").write_text(COUNTED_APP)
-    env = runner_env(url, FLASK_APP="counted:create_app()", **extra)
-    prepare(project, env)
-    return env
-
-
-def imports(project: Path) -> int:
-    """How many processes imported the app so far."""
-    return len((project / "imports.log").read_text().split())
 
 
 def noop(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -56,7 +46,7 @@ def noop(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def test_at_head_migrate_and_check_never_load_the_app(database_url: str, project: Path) -> None:
-    env = counted(project, database_url)
+    env = counted_env(project, database_url)
     first = run_runner(["migrate"], env, cwd=project)
     assert first.returncode == ExitCode.OK, first.stderr
     assert event_names(first.stderr)[-1] == "migrate.applied"
@@ -84,7 +74,7 @@ def test_at_head_migrate_and_check_never_load_the_app(database_url: str, project
 def test_behind_the_app_decides_then_the_manifest_is_refreshed(
     database_url: str, project: Path
 ) -> None:
-    env = counted(project, database_url)
+    env = counted_env(project, database_url)
     assert run_runner(["migrate"], env, cwd=project).returncode == ExitCode.OK
     revision = add_revision(project, "later", "pass")  # a new file: the manifest is stale
     check = run_runner(["check"], env, cwd=project)
@@ -100,7 +90,7 @@ def test_behind_a_prepared_replica_takes_the_lock_then_loads_the_app(
     database_url: str, project: Path
 ) -> None:
     revision = add_revision(project, "later", "pass")
-    env = counted(project, database_url)
+    env = counted_env(project, database_url)
     result = run_runner(["migrate"], env, cwd=project)
     names = event_names(result.stderr)
     assert names[:2] == ["db.ready", "lock.acquired"], names
@@ -114,7 +104,7 @@ def test_a_revision_the_manifest_does_not_know_is_left_to_the_app(
 ) -> None:
     """A newer release's revision, or one of a configuration only the app can see (the
     example's second database, chosen by an environment variable): the app decides."""
-    env = counted(project, database_url)
+    env = counted_env(project, database_url)
     assert run_runner(["migrate"], env, cwd=project).returncode == ExitCode.OK
     execute(database_url, "UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
     loaded = imports(project)
@@ -223,7 +213,7 @@ def test_a_version_table_set_in_code_after_init_app(sqlite_url: str, project: Pa
 def test_what_the_manifest_cannot_vouch_for_loads_the_app(
     sqlite_url: str, project: Path, tmp_path: Path, change: str
 ) -> None:
-    env = counted(project, sqlite_url)
+    env = counted_env(project, sqlite_url)
     assert run_runner(["migrate"], env, cwd=project).returncode == ExitCode.OK
     cwd = project
     manifest = project / ".migrate-runner.json"
@@ -259,7 +249,7 @@ def test_what_the_manifest_cannot_vouch_for_loads_the_app(
 def test_the_manifest_is_refreshed_only_where_it_was_made_for_this_app(
     sqlite_url: str, project: Path
 ) -> None:
-    env = counted(project, sqlite_url)
+    env = counted_env(project, sqlite_url)
     manifest = project / ".migrate-runner.json"
     made = json.loads(manifest.read_text())
     (project / "other.py").write_text("from app import create_app\n")
@@ -359,7 +349,7 @@ def test_a_database_not_up_is_waited_for_without_sqlalchemy_then_given_up(
     project: Path
 ) -> None:
     url = "postgresql+psycopg://app:pw@127.0.0.1:9/app"
-    env = counted(project, url, RUNNER_WAIT_TIMEOUT="2")
+    env = counted_env(project, url, RUNNER_WAIT_TIMEOUT="2")
     started = time.monotonic()
     for command in ("migrate", "check"):
         result = run_runner([command], env, cwd=project)
@@ -382,7 +372,7 @@ def test_refused_credentials_name_where_the_url_came_from(
     url = sa.make_url(postgresql_url).set(username="nobody_here", password="s3cret")
     secret = tmp_path / "url"
     secret.write_text(url.render_as_string(hide_password=False))
-    env = counted(project, None, DATABASE_URL_FILE=str(secret))
+    env = counted_env(project, None, DATABASE_URL_FILE=str(secret))
     result = run_runner(["migrate"], env, cwd=project)
     error = one_error(result, ExitCode.DATABASE_UNAVAILABLE)
     assert "refused the connection" in error["message"]
@@ -420,7 +410,7 @@ def test_a_flaskenv_is_read_as_flask_reads_it(sqlite_url: str, project: Path) ->
 
 
 def test_a_relative_sqlite_url_is_the_instance_folders(project: Path) -> None:
-    env = counted(project, "sqlite:///relative.db")
+    env = counted_env(project, "sqlite:///relative.db")
     assert run_runner(["migrate"], env, cwd=project).returncode == ExitCode.OK
     assert (project / "instance" / "relative.db").is_file()
     assert noop(run_runner(["migrate"], env, cwd=project))["path"] == "fast"
@@ -437,7 +427,7 @@ def test_two_databases_load_the_app(postgresql_url: str, sqlite_url: str, projec
 
 def test_a_url_known_only_to_the_app_loads_it(project: Path) -> None:
     # No DATABASE_URL: the example app uses a SQLite file in its instance folder.
-    env = counted(project, None)
+    env = counted_env(project, None)
     assert run_runner(["migrate"], env, cwd=project).returncode == ExitCode.OK
     assert noop(run_runner(["migrate"], env, cwd=project))["path"] == "full"
     assert (project / "instance" / "example.db").is_file()

@@ -9,6 +9,7 @@ import pytest
 from runner.errors import ExitCode
 from support import (
     EXAMPLE,
+    KINDS,
     REPLICAS,
     DatabaseFactory,
     event_names,
@@ -19,11 +20,9 @@ from support import (
 )
 
 MULTIDB_HEADS = script_heads(EXAMPLE / "migrations_multidb")
-SERVERS = [pytest.param("postgresql", marks=pytest.mark.postgresql),
-           pytest.param("mysql", marks=pytest.mark.mysql)]
 
 
-@pytest.mark.parametrize("kind", SERVERS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_both_databases_migrate_and_report(new_database: DatabaseFactory, kind: str) -> None:
     default, audit = new_database(kind), new_database(kind)
     env = runner_env(default, EXAMPLE_SECOND_DATABASE_URL=audit)

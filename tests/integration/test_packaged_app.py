@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from support import (
-    REPO,
+    APPS,
     add_revision,
     cmdline,
     copy_app,
@@ -36,7 +36,7 @@ from support import (
     version_rows,
 )
 
-PACKAGED_APP = REPO / "tests" / "apps" / "packaged_app"
+PACKAGED_APP = APPS / "packaged_app"
 FACTORY = "blog:create_app()"
 
 
@@ -120,8 +120,9 @@ def test_readyz_follows_each_database(
 def test_readyz_fails_while_the_database_is_unreachable(
     postgresql_url: str, load_app: Callable[[str], Flask]
 ) -> None:
-    unreachable = sa.engine.make_url(postgresql_url).set(port=free_port()).render_as_string(
-        hide_password=False)
+    # Port 9 (discard): nothing ever listens there.
+    unreachable = sa.engine.make_url(postgresql_url).set(host="127.0.0.1", port=9) \
+        .render_as_string(hide_password=False)
     client = load_app(unreachable).test_client()
     response = client.get("/readyz")
     assert response.status_code == 503

@@ -12,10 +12,13 @@ import pytest
 import sqlalchemy as sa
 
 from support import (
+    INNODB_TRX,
     add_revision,
     events,
     execute,
+    finish,
     hold_table,
+    killed_on_failure,
     read_until,
     run_runner,
     runner_env,
@@ -30,14 +33,16 @@ def progress_events(lines: list[str]) -> list[dict[str, Any]]:
 
 
 def sessions_besides(url: str, others: int) -> int:
-    """How many sessions the database has now, besides this one and the session `others`
-    (the test's blocker, or 0): the runner's, while it migrates."""
+    """How many client sessions the test's database has now, besides this one and the session
+    `others` (the test's blocker, or 0): the runner's, while it migrates. Not the server's
+    background processes; not other databases' sessions (other tests run beside this one)."""
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
             if url.startswith("postgresql"):
                 return int(connection.scalar(sa.text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'client backend'"
                     " AND pid NOT IN (pg_backend_pid(), :other)"), {"other": others}))
             return int(connection.scalar(sa.text(
                 "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE()"
@@ -46,25 +51,8 @@ def sessions_besides(url: str, others: int) -> int:
         engine.dispose()
 
 
-def blocker_pid(url: str) -> int:
-    """The server id of the session idle in a transaction (the test's hold_table)."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            if url.startswith("postgresql"):
-                return int(connection.scalar(sa.text(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND state = 'idle in transaction' AND application_name NOT LIKE"
-                    " 'migrate-runner%'")))
-            return int(connection.scalar(sa.text(
-                "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
-                " ORDER BY trx_started LIMIT 1")))
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("kind", [pytest.param("postgresql", marks=pytest.mark.postgresql),
-                                  pytest.param("mysql", marks=pytest.mark.mysql)])
+                                  pytest.param("mysql", marks=[pytest.mark.mysql, INNODB_TRX])])
 def test_a_blocked_revision_names_its_blocker(project: Path, kind: str,
                                               request: pytest.FixtureRequest) -> None:
     url: str = request.getfixturevalue(f"{kind}_url")
@@ -72,14 +60,14 @@ def test_a_blocked_revision_names_its_blocker(project: Path, kind: str,
     revision = add_revision(project, "alter",
                             'op.add_column("user", sa.Column("nick", sa.String(20)))')
     env = runner_env(url, RUNNER_DDL_LOCK_TIMEOUT="0", **FAST)
-    with hold_table(url):
-        blocker = blocker_pid(url)
+    with hold_table(url) as blocker:
         runner = start_runner(["migrate"], env, cwd=project)
-        seen = read_until(runner, '"migrate.progress"')
-        seen += read_until(runner, '"migrate.progress"')
-        sessions = sessions_besides(url, blocker)
-    _, err = runner.communicate(timeout=120)
-    assert runner.returncode == 0, err
+        with killed_on_failure(runner):
+            seen = read_until(runner, '"migrate.progress"')
+            seen += read_until(runner, '"migrate.progress"')
+            sessions = sessions_besides(url, blocker)
+    result = finish(runner, seen)
+    assert result.returncode == 0, result.stderr
     readings = progress_events(seen)
     last = readings[-1]
     assert last["revision"] == revision
@@ -111,6 +99,7 @@ def test_an_index_built_concurrently_shows_a_rising_percent(project: Path, postg
 
 
 @pytest.mark.mysql
+@INNODB_TRX
 def test_a_copying_alter_shows_its_stage_progress(project: Path, mysql_url: str) -> None:
     assert run_runner(["migrate"], runner_env(mysql_url), cwd=project).returncode == 0
     execute(mysql_url, "CREATE TABLE big (id INT PRIMARY KEY, n INT, body VARCHAR(40))",
@@ -118,10 +107,11 @@ def test_a_copying_alter_shows_its_stage_progress(project: Path, mysql_url: str)
     add_revision(project, "copy",
                  'op.execute("ALTER TABLE big MODIFY n BIGINT, ALGORITHM=COPY")')
     runner = start_runner(["migrate"], runner_env(mysql_url, **FAST), cwd=project)
-    seen = read_until(runner, "stage 1 of 2")
-    sessions = sessions_besides(mysql_url, 0)
-    _, err = runner.communicate(timeout=600)
-    assert runner.returncode == 0, err
+    with killed_on_failure(runner):
+        seen = read_until(runner, "stage 1 of 2")
+        sessions = sessions_besides(mysql_url, 0)
+        result = finish(runner, seen, timeout=600)
+    assert result.returncode == 0, result.stderr
     staged = [record for record in progress_events(seen) if record.get("phase")]
     assert staged and "stage" in staged[-1]["phase"], seen
     assert sessions <= 3, sessions

@@ -30,12 +30,13 @@ from runner.progress import (
     read_postgresql,
 )
 from support import (
+    INNODB_TRX,
     REQUIRE_DATABASES,
     PrivateMariadb,
     _private_server,
     execute,
-    fresh_database,
     hold_table,
+    server_database,
     unavailable,
 )
 
@@ -196,14 +197,6 @@ def rising(percents: list[float]) -> bool:
         set(percents)) >= 3
 
 
-def server_database(kind: str) -> contextlib.AbstractContextManager[str]:
-    """A fresh database for a module-scoped fixture; skipped (or failed) like conftest's."""
-    try:
-        return fresh_database(kind)
-    except sa.exc.OperationalError as exc:  # pragma: no cover - server down
-        unavailable(f"{kind} is not reachable: {exc}", REQUIRE_DATABASES)
-
-
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
@@ -215,12 +208,12 @@ def test_postgresql_blocked_statement_names_the_session_holding_its_table(
     started = time.monotonic()
     with (
         hold_table(postgresql_url + "?application_name=holding-session",
-                   statement="SELECT * FROM entry"),
+                   statement="SELECT * FROM entry") as holder_pid,
         pg_reader(postgresql_url) as reader,
     ):
         reader.cursor.execute(
             "SELECT pid FROM pg_locks WHERE relation = 'entry'::regclass AND granted")
-        (holder_pid,) = [row[0] for row in reader.cursor.fetchall()]
+        assert [row[0] for row in reader.cursor.fetchall()] == [holder_pid]
         with running_pg(postgresql_url, "ALTER TABLE entry ADD COLUMN note text") as alter:
             reading = until(lambda: reader.take([alter.pid]), lambda r: bool(r.blockers))
     assert alter.pid != reader.pid
@@ -412,28 +405,17 @@ def test_postgresql_any_query_inside_the_lock_transaction_can_hold_up_create_ind
 # --- MariaDB ---------------------------------------------------------------------------------
 
 
-def mysql_holder(cursor: Any, database: str) -> int:
-    """The connection id of the one session with an open InnoDB transaction in `database`."""
-    cursor.execute(
-        "SELECT p.ID FROM information_schema.INNODB_TRX AS t JOIN information_schema.PROCESSLIST"
-        " AS p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = %s", (database,))
-    (holder,) = [row[0] for row in cursor.fetchall()]
-    return int(holder)
-
-
 @pytest.mark.mysql
+@INNODB_TRX
 def test_mariadb_metadata_lock_wait_names_the_sessions_in_a_transaction(mysql_url: str) -> None:
     """A stock MariaDB (performance_schema off, no metadata_lock_info plugin): the sessions
     in a transaction older than the ALTER, as candidates."""
-    database = sa.engine.make_url(mysql_url).database
-    assert database
     execute(mysql_url, "CREATE TABLE entry (id INT PRIMARY KEY) ENGINE=InnoDB",
             "INSERT INTO entry VALUES (1)")
     reader = my_connect(mysql_url)
     cursor = reader.cursor()
     try:
-        with hold_table(mysql_url, statement="SELECT * FROM entry"):
-            holder = mysql_holder(cursor, database)
+        with hold_table(mysql_url, statement="SELECT * FROM entry") as holder:
             with running_my(mysql_url, "ALTER TABLE entry ADD COLUMN note INT") as alter:
                 reading = until(lambda: read_mysql(cursor, [alter.pid]),
                                 lambda r: r.waiting_for is not None, pause=INNODB_CACHE_IDLE)
@@ -461,21 +443,21 @@ def test_mariadb_metadata_lock_wait_names_the_sessions_in_a_transaction(mysql_ur
 
 
 @pytest.mark.mysql
+@INNODB_TRX
 def test_mariadb_row_lock_wait_names_the_blocking_transaction(mysql_url: str) -> None:
-    database = sa.engine.make_url(mysql_url).database
-    assert database
     execute(mysql_url, "CREATE TABLE entry (id INT PRIMARY KEY, v INT) ENGINE=InnoDB",
             "INSERT INTO entry VALUES (1, 1), (2, 2)")
     reader = my_connect(mysql_url)
     cursor = reader.cursor()
     try:
-        with hold_table(mysql_url, statement="UPDATE entry SET v = 10 WHERE id = 1"):
-            holder = mysql_holder(cursor, database)
-            with running_my(mysql_url, "UPDATE entry SET v = 20 WHERE id = 1") as update:
-                # INNODB_TRX and INNODB_LOCK_WAITS come from a cache that InnoDB refreshes
-                # only once nobody has read it for 0.1 s: read less often than that.
-                reading = until(lambda: read_mysql(cursor, [update.pid]),
-                                lambda r: bool(r.blockers), pause=INNODB_CACHE_IDLE)
+        with (
+            hold_table(mysql_url, statement="UPDATE entry SET v = 10 WHERE id = 1") as holder,
+            running_my(mysql_url, "UPDATE entry SET v = 20 WHERE id = 1") as update,
+        ):
+            # INNODB_TRX and INNODB_LOCK_WAITS come from a cache that InnoDB refreshes
+            # only once nobody has read it for 0.1 s: read less often than that.
+            reading = until(lambda: read_mysql(cursor, [update.pid]),
+                            lambda r: bool(r.blockers), pause=INNODB_CACHE_IDLE)
     finally:
         reader.close()
     assert reading.waiting_for == "InnoDB row lock"
@@ -520,16 +502,12 @@ def blocked_alter(url: str, column: str) -> tuple[Reading, int, int]:
     cursor = reader.cursor()
     try:
         with (
-            hold_table(url, statement="SELECT * FROM other"),
-            hold_table(url, statement="SELECT * FROM entry"),
+            hold_table(url, statement="SELECT * FROM other") as other,
+            hold_table(url, statement="SELECT * FROM entry") as holder,
+            running_my(url, f"ALTER TABLE entry ADD COLUMN {column} INT") as alter,
         ):
-            # Connection ids rise: the first session's transaction is the other one.
-            cursor.execute("SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
-                           " ORDER BY trx_mysql_thread_id")
-            other, holder = [int(row[0]) for row in cursor.fetchall()]
-            with running_my(url, f"ALTER TABLE entry ADD COLUMN {column} INT") as alter:
-                reading = until(lambda: read_mysql(cursor, [alter.pid]),
-                                lambda r: r.waiting_for is not None)
+            reading = until(lambda: read_mysql(cursor, [alter.pid]),
+                            lambda r: r.waiting_for is not None)
     finally:
         reader.close()
     return reading, holder, other
@@ -566,6 +544,7 @@ def test_mariadb_exact_metadata_lock_holders_where_the_server_has_them() -> None
 
 
 @pytest.mark.mysql
+@INNODB_TRX
 def test_mariadb_copying_alter_reports_its_stage_progress(mysql_url: str) -> None:
     execute(mysql_url, "CREATE TABLE big (id INT PRIMARY KEY, v INT, s VARCHAR(40))"
             " ENGINE=InnoDB",

@@ -20,14 +20,17 @@ import sqlalchemy as sa
 
 from runner.errors import ExitCode
 from support import (
+    APPS,
+    KINDS,
     POSTGRESQL_ADMIN,
-    REPO,
     DatabaseFactory,
+    PrivatePostgresql,
     copy_app,
     event_names,
     events,
-    free_port,
+    finish,
     gated_revision,
+    killed_on_failure,
     kind_of,
     one_error,
     private_postgresql,
@@ -40,18 +43,16 @@ from support import (
     version_rows,
 )
 
-KINDS = [pytest.param("postgresql", marks=pytest.mark.postgresql),
-         pytest.param("mysql", marks=pytest.mark.mysql)]
-
-APPS = REPO / "tests" / "apps"
-
 SELFMIG_ENV = {"FLASK_APP": "selfmig:create_app", "RUNNER_MIGRATIONS_DIR": "selfmig/migrations"}
 CONNAPP = "connapp:create_app"
 CONNAPP_DEFAULT_URL = "sqlite:////data/connecting_app.db"
 """Where connecting_app connects when APP_DB_URI is unset (it never reads DATABASE_URL)."""
 
-LATE = 5.0
+LATE = 2.0
 """Seconds the database comes up after the runner first found it down."""
+
+NEVER_UP = "postgresql+psycopg://postgres@127.0.0.1:9/postgres"
+"""A PostgreSQL URL where nothing ever listens (port 9, discard)."""
 
 
 @pytest.fixture
@@ -80,17 +81,15 @@ def records(stderr: str, event: str) -> list[dict[str, Any]]:
     return [record for record in events(stderr) if record["event"] == event]
 
 
-def finish(process: subprocess.Popen[str], seen: list[str], timeout: float
-           ) -> subprocess.CompletedProcess[str]:
-    """Wait for a started runner; its stderr includes the lines `read_until` took."""
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"still running after {timeout:g}s:\n" + "".join(seen) + err)
-    return subprocess.CompletedProcess(process.args, process.returncode, out,
-                                       "".join(seen) + err)
+def comes_up_late(process: subprocess.Popen[str], server: PrivatePostgresql
+                   ) -> subprocess.CompletedProcess[str]:
+    """Once the started runner found the database down (db.waiting), start `server` LATE
+    seconds later, and wait for the runner; a failure on the way kills it."""
+    with killed_on_failure(process):
+        seen = read_until(process, '"db.waiting"')
+        time.sleep(LATE)  # the scenario: the database comes up LATE seconds later
+        server.start()
+        return finish(process, seen, timeout=60)
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,7 +174,8 @@ def test_self_migrating_factory_with_its_own_url_never_says_at_head_after_migrat
     with_own_url(selfmig)
     env = app_env(APP_DB_URI=postgresql_url, **SELFMIG_ENV)
     processes = [start_runner(["migrate"], env, selfmig) for _ in range(6)]
-    results = [finish(process, [], timeout=120) for process in processes]
+    with killed_on_failure(*processes):
+        results = [finish(process, timeout=120) for process in processes]
     assert [result.returncode for result in results] == [0] * 6, [r.stderr for r in results]
     migrated = [result for result in results
                 if any("Running upgrade" in str(record["message"])
@@ -224,15 +224,7 @@ def test_connecting_factory_waits_for_a_database_that_starts_late(
     with private_postgresql() as server:
         process = start_runner(["migrate"], app_env(FLASK_APP=CONNAPP, APP_DB_URI=server.admin_url,
                                                     RUNNER_WAIT_TIMEOUT="60"), connecting)
-        try:
-            seen = read_until(process, '"db.waiting"')
-            time.sleep(LATE)  # the scenario: the database comes up LATE seconds later
-            server.start()
-        except BaseException:
-            process.kill()
-            process.communicate()
-            raise
-        result = finish(process, seen, timeout=60)
+        result = comes_up_late(process, server)
         assert result.returncode == 0, result.stderr
         names = event_names(result.stderr)
         assert names.count("db.waiting") >= 2
@@ -249,15 +241,7 @@ def test_db_ready_elapsed_is_the_real_wait(project: Path) -> None:
     with private_postgresql() as server:
         process = start_runner(["migrate"], runner_env(server.url, RUNNER_WAIT_TIMEOUT="60"),
                                project)
-        try:
-            seen = read_until(process, '"db.waiting"')
-            time.sleep(LATE)
-            server.start()
-        except BaseException:
-            process.kill()
-            process.communicate()
-            raise
-        result = finish(process, seen, timeout=60)
+        result = comes_up_late(process, server)
     assert result.returncode == 0, result.stderr
     (ready,) = records(result.stderr, "db.ready")
     assert float(ready["elapsed"]) >= LATE
@@ -267,14 +251,15 @@ def test_db_ready_elapsed_is_the_real_wait(project: Path) -> None:
 def test_connecting_factory_database_never_up_is_exit_3_within_the_budget(
     connecting: Path
 ) -> None:
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/postgres"
     started = time.monotonic()
-    result = run_runner(["migrate"], app_env(FLASK_APP=CONNAPP, APP_DB_URI=url,
+    result = run_runner(["migrate"], app_env(FLASK_APP=CONNAPP, APP_DB_URI=NEVER_UP,
                                              RUNNER_WAIT_TIMEOUT="3"), cwd=connecting, timeout=60)
     took = time.monotonic() - started
     one_error(result, ExitCode.DATABASE_UNAVAILABLE)
     assert "db.waiting" in event_names(result.stderr)
-    assert took < 3 + 4, f"exit 3 after {took:.1f}s with RUNNER_WAIT_TIMEOUT=3"
+    # An order of magnitude: a budget not kept (the app loaded again and again) takes the
+    # whole minute run_runner allows; a slow start on a loaded machine does not.
+    assert took < 3 * 10, f"exit 3 after {took:.1f}s with RUNNER_WAIT_TIMEOUT=3"
 
 
 RACE_GATE = """
@@ -341,7 +326,7 @@ def test_connecting_factory_herd_survives_the_sessions_table_race(
                 pytest.fail(f"only {len(list(race.glob('checked-*')))} replicas reached the race")
             time.sleep(0.05)
         (race / "go").touch()
-        results = [finish(process, [], timeout=120) for process in processes]
+        results = [finish(process, timeout=120) for process in processes]
     finally:
         for process in processes:
             if process.poll() is None:
@@ -421,8 +406,7 @@ def test_refusal_raised_by_a_connecting_factory_names_the_apps_setting(
 
 @pytest.mark.postgresql
 def test_connecting_factory_down_names_the_apps_setting_not_the_app(connecting: Path) -> None:
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/postgres"
-    result = run_runner(["migrate"], app_env(FLASK_APP=CONNAPP, APP_DB_URI=url,
+    result = run_runner(["migrate"], app_env(FLASK_APP=CONNAPP, APP_DB_URI=NEVER_UP,
                                              RUNNER_WAIT_TIMEOUT="2"), cwd=connecting, timeout=60)
     message = str(one_error(result, ExitCode.DATABASE_UNAVAILABLE)["message"])
     assert "SQLALCHEMY_DATABASE_URI" in message

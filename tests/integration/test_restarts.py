@@ -17,8 +17,10 @@ from support import (
     PrivatePostgresql,
     add_revision,
     event_names,
+    finish,
     free_port,
     get,
+    killed_on_failure,
     private_postgresql,
     read_until,
     run_runner,
@@ -50,12 +52,12 @@ def test_restart_mid_upgrade_exits_3_and_a_rerun_completes(
         imports="import os",
     )
     process = start_runner(["migrate"], runner_env(cluster.admin_url, SLOW_MIGRATION="1"), project)
-    seen = read_until(process, f"-> {slow}")
-    time.sleep(0.5)
-    cluster.stop()
-    cluster.start()
-    _, err = process.communicate(timeout=60)
-    stderr = "".join(seen) + err
+    with killed_on_failure(process):
+        seen = read_until(process, f"-> {slow}")
+        time.sleep(0.5)
+        cluster.stop()
+        cluster.start()
+        stderr = finish(process, seen, timeout=60).stderr
     assert process.returncode == ExitCode.DATABASE_UNAVAILABLE, stderr
     assert "Traceback" not in stderr
     assert "migrate.failed" not in event_names(stderr)

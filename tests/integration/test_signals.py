@@ -15,6 +15,8 @@ from support import (
     add_revision,
     event_names,
     events,
+    finish,
+    killed_on_failure,
     read_until,
     run_runner,
     runner_env,
@@ -52,14 +54,14 @@ def start_and_signal(
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Start `migrate`, SIGTERM it once `revision` runs; the result and seconds to exit."""
     process = start_runner(["migrate", *args], runner_env(url, SLOW_MIGRATION="1"), project)
-    seen = read_until(process, f"-> {revision}")
-    time.sleep(pause)
-    process.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
-    out, err = process.communicate(timeout=60)
-    took = time.monotonic() - signalled
-    return subprocess.CompletedProcess(process.args, process.returncode, out,
-                                       "".join(seen) + err), took
+    with killed_on_failure(process):
+        seen = read_until(process, f"-> {revision}")
+        time.sleep(pause)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        result = finish(process, seen, timeout=60)
+        took = time.monotonic() - signalled
+    return result, took
 
 
 def our_statements(url: str) -> list[str]:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from runner.errors import ExitCode
 from runner.table_locks import lock_timeout_on_connect
 from support import (
+    KINDS,
     DatabaseFactory,
     add_revision,
     app_readers,
@@ -28,9 +29,6 @@ from support import (
     runner_env,
     version_rows,
 )
-
-KINDS = [pytest.param("postgresql", marks=pytest.mark.postgresql),
-         pytest.param("mysql", marks=pytest.mark.mysql)]
 
 ADD_COLUMN = 'op.add_column("user", sa.Column("nickname", sa.String(40), nullable=True))'
 

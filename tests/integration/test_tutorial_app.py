@@ -17,16 +17,19 @@ from sqlalchemy.engine import make_url
 
 from runner.errors import ExitCode
 from support import (
-    REPO,
+    TUTORIAL_APP,
     PrivatePostgresql,
     cmdline,
     copy_app,
     event_names,
     events,
+    finish,
     free_port,
     get,
+    killed_on_failure,
     one_error,
     private_postgresql,
+    read_until,
     run_runner,
     runner_env,
     script_heads,
@@ -35,7 +38,6 @@ from support import (
     version_rows,
 )
 
-TUTORIAL_APP = REPO / "tests" / "apps" / "tutorial_app"
 HEADS = script_heads(TUTORIAL_APP / "migrations")
 PLATFORM_SCHEMES = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 
@@ -135,17 +137,13 @@ def test_factory_that_queries_waits_for_a_database_that_starts_late(
     # create_app('startup-check') runs a query: it needs the database before it can load.
     env = tutorial_env(late_postgresql.url, FLASK_APP="myapp:create_app('startup-check')")
     process = start_runner(["migrate", "--wait-timeout", "120"], env, cwd=tutorial)
-    try:
-        time.sleep(3)
-        assert process.poll() is None, process.communicate()[1]
+    with killed_on_failure(process):
+        # It found the database down and waits: only then does the database start.
+        seen = read_until(process, '"db.waiting"')
         late_postgresql.start()
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, err
-    records = events(err)
+        result = finish(process, seen)
+    assert process.returncode == 0, result.stderr
+    records = events(result.stderr)
     names = [record["event"] for record in records]
     assert names[0] == "db.waiting" and "migrate.applied" in names
     assert version_rows(late_postgresql.admin_url) == HEADS
@@ -167,7 +165,7 @@ def test_the_apps_own_log_lines_come_out_in_the_runners_format(
 
 def test_serve_without_wait_for_head_does_not_wait_for_the_database(tutorial: Path) -> None:
     # Nothing listens there: `serve` alone hands over to gunicorn all the same.
-    url = f"postgres://app:pw@127.0.0.1:{free_port()}/app"
+    url = "postgres://app:pw@127.0.0.1:9/app"
     env = tutorial_env(url, PORT=str(free_port()), RUNNER_WAIT_TIMEOUT="120")
     process = start_runner(["serve"], env, cwd=tutorial)
     try:

@@ -16,17 +16,19 @@ import sqlalchemy as sa
 
 from runner.errors import ExitCode
 from support import (
-    COUNTED_APP,
+    KINDS,
     REPLICAS,
+    counted_env,
     event_names,
     events,
     execute,
+    finish,
     hold_lock,
+    imports,
+    killed_on_failure,
     one_error,
-    prepare,
     read_until,
     run_runner,
-    runner_env,
     script_heads,
     start_herd,
     start_runner,
@@ -34,31 +36,13 @@ from support import (
 )
 
 HEAD = script_heads()[0]
-# The example's app, recording each process that imports it.
-SERVERS = [
-    pytest.param("postgresql", marks=pytest.mark.postgresql),
-    pytest.param("mysql", marks=pytest.mark.mysql),
-]
 
 
-@pytest.fixture(params=SERVERS)
+@pytest.fixture(params=KINDS)
 def server_url(request: pytest.FixtureRequest) -> str:
     """A fresh PostgreSQL, then MariaDB, database (SQLite's file lock is the full path's)."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
-
-
-def fast_env(url: str, project: Path) -> dict[str, str]:
-    """The environment of a prepared project whose app counts the processes importing it."""
-    (project / "counted.py").write_text(COUNTED_APP)
-    env = runner_env(url, FLASK_APP="counted:create_app()")
-    prepare(project, env)
-    return env
-
-
-def imports(project: Path) -> int:
-    """How many processes imported the app so far (`runner prepare` is the first)."""
-    return len((project / "imports.log").read_text().split())
 
 
 class Waiter:
@@ -67,49 +51,85 @@ class Waiter:
     def __init__(self, env: dict[str, str], project: Path) -> None:
         self.process = start_runner(["migrate"], env, cwd=project)
         self.pid = self.process.pid
-        self.seen = read_until(self.process, '"lock.waiting"')
-        # Every line read is one event (events fails on any other), the last the waiting.
-        records = [events(line) for line in self.seen]
-        assert all(len(record) == 1 for record in records), "".join(self.seen)
-        self.waiting: dict[str, Any] = records[-1][0]
-        assert self.waiting["event"] == "lock.waiting", "".join(self.seen)
+        with killed_on_failure(self.process):
+            self.seen = read_until(self.process, '"lock.waiting"')
+            # Every line read is one event (events fails on any other), the last the waiting.
+            records = [events(line) for line in self.seen]
+            assert all(len(record) == 1 for record in records), "".join(self.seen)
+            self.waiting: dict[str, Any] = records[-1][0]
+            assert self.waiting["event"] == "lock.waiting", "".join(self.seen)
 
     def finish(self) -> subprocess.CompletedProcess[str]:
-        out, err = self.process.communicate(timeout=120)
-        return subprocess.CompletedProcess(self.process.args, self.process.returncode, out,
-                                           "".join(self.seen) + err)
+        return finish(self.process, self.seen)
 
 
-def connections_of(url: str, pid: int) -> int:
-    """How many PostgreSQL sessions a runner process holds (they carry its pid)."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+def sessions_opened(admin_url: str, database: str) -> int:
+    """How many sessions PostgreSQL has counted as opened on `database` so far
+    (pg_stat_database.sessions: client backends only). A backend counts its session when it
+    first goes idle, before the client's connect returns."""
+    engine = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
             return int(connection.scalar(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :name"),
-                {"name": f"migrate-runner % {pid}"}))
+                "SELECT sessions FROM pg_stat_database WHERE datname = :name"),
+                {"name": database}) or 0)
     finally:
         engine.dispose()
 
 
+def await_polls(admin_url: str, database: str, pid: int, count: int, timeout: float = 60
+                ) -> None:
+    """Wait until the runner `pid` has polled the lock `count` times. Each poll ends its
+    transaction: its session goes idle again, with a new state_change in pg_stat_activity
+    (on whichever session it polled from)."""
+    seen: set[tuple[int, object]] = set()
+    deadline = time.monotonic() + timeout
+    engine = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            while len(seen) < count:
+                seen.update((int(session), change) for session, change in connection.execute(
+                    sa.text("SELECT pid, state_change FROM pg_stat_activity"
+                            " WHERE datname = :name AND state = 'idle'"
+                            " AND application_name LIKE :runner"),
+                    {"name": database, "runner": f"migrate-runner % {pid}"}))
+                connection.commit()  # the next reading in a new snapshot
+                if time.monotonic() > deadline:
+                    pytest.fail(f"saw {len(seen)} polls of the waiter in {timeout:g}s")
+                time.sleep(0.02)
+    finally:
+        engine.dispose()
+
+
+POLLS = 8
+"""Polls watched while a waiter waits: its pauses grow from 50 ms, so about 2 s."""
+
+
 def test_a_waiter_exits_at_head_without_loading_the_app(server_url: str, project: Path) -> None:
-    env = fast_env(server_url, project)
+    env = counted_env(project, server_url)
+    database = str(sa.make_url(server_url).database)
+    admin = sa.make_url(server_url).set(database="postgres").render_as_string(
+        hide_password=False)
+    postgresql = server_url.startswith("postgresql")
     lock = hold_lock(server_url)
     try:
+        before = sessions_opened(admin, database) if postgresql else 0
         waiter = Waiter(env, project)
-        if server_url.startswith("postgresql"):
-            # The test's lock connection is named after this process: so is the holder.
-            assert waiter.waiting["holder"]["pid"] == os.getpid()
-            # On a server with room, one connection, kept from one poll to the next.
-            held = []
-            for _ in range(20):
-                held.append(connections_of(server_url, waiter.pid))
-                time.sleep(0.1)
-            assert held == [1] * 20, held
-        # What the holder's upgrade leaves behind, committed while it still holds the lock.
-        execute(server_url, "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
-                f"INSERT INTO alembic_version VALUES ('{HEAD}')")
-        result = waiter.finish()
+        with killed_on_failure(waiter.process):
+            if postgresql:
+                # The test's lock connection is named after this process: so is the holder.
+                assert waiter.waiting["holder"]["pid"] == os.getpid()
+                # On a server with room, a waiter keeps its one connection from one poll to
+                # the next: over POLLS polls, the sessions opened on the database are its
+                # one (and at most one more: a reconnection), not one a poll.
+                await_polls(admin, database, waiter.pid, POLLS)
+                opened = sessions_opened(admin, database) - before
+                assert 1 <= opened <= 2, f"{opened} sessions opened over {POLLS} polls"
+            # What the holder's upgrade leaves behind, committed while it still holds the lock.
+            execute(server_url,
+                    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
+                    f"INSERT INTO alembic_version VALUES ('{HEAD}')")
+            result = waiter.finish()
     finally:
         lock.close()
     assert result.returncode == ExitCode.OK, result.stderr
@@ -121,7 +141,7 @@ def test_a_waiter_exits_at_head_without_loading_the_app(server_url: str, project
 
 
 def test_a_lock_given_back_behind_is_taken_and_migrated(server_url: str, project: Path) -> None:
-    env = fast_env(server_url, project)
+    env = counted_env(project, server_url)
     lock = hold_lock(server_url)
     try:
         waiter = Waiter(env, project)
@@ -143,7 +163,7 @@ def test_a_lock_given_back_behind_is_taken_and_migrated(server_url: str, project
 def test_only_the_replica_that_wins_the_lock_loads_the_app(
     server_url: str, project: Path
 ) -> None:
-    fast_env(server_url, project)
+    counted_env(project, server_url)
     results = start_herd(server_url, cwd=project, extra_env={"FLASK_APP": "counted:create_app()"})
     assert [result.returncode for result in results] == [0] * REPLICAS, [
         result.stderr for result in results if result.returncode]
@@ -156,7 +176,7 @@ def test_only_the_replica_that_wins_the_lock_loads_the_app(
 
 
 def test_sigterm_while_waiting_exits_143(server_url: str, project: Path) -> None:
-    env = fast_env(server_url, project)
+    env = counted_env(project, server_url)
     lock = hold_lock(server_url)
     try:
         waiter = Waiter(env, project)
@@ -171,7 +191,7 @@ def test_sigterm_while_waiting_exits_143(server_url: str, project: Path) -> None
 
 
 def test_the_lock_timeout_exits_4_naming_the_holder(server_url: str, project: Path) -> None:
-    env = fast_env(server_url, project)
+    env = counted_env(project, server_url)
     lock = hold_lock(server_url)
     try:
         result = run_runner(["migrate", "--lock-timeout", "2"], env, cwd=project)

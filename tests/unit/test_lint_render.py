@@ -3,16 +3,9 @@ URLs point nowhere and nothing connects), then judging them offline."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from flask import Flask
-from flask.cli import ScriptInfo
 
 from runner.lint import (
     LintReport,
@@ -20,61 +13,23 @@ from runner.lint import (
     RenderError,
     TableName,
     judge,
-    lint_range,
     render_range,
     render_sql,
 )
-from support import EXAMPLE, REPO, add_revision, copy_app, script_heads
+from support import (
+    EXAMPLE,
+    TUTORIAL_APP,
+    Loader,
+    Project,
+    add_revision,
+    copy_app,
+    script_heads,
+)
 
-TUTORIAL_APP = REPO / "tests" / "apps" / "tutorial_app"
 NOWHERE = {
     "postgresql": "postgresql+psycopg://nobody@127.0.0.1:9/nowhere",
     "mysql": "mysql+pymysql://nobody@127.0.0.1:9/nowhere",
 }
-
-
-@dataclass(frozen=True)
-class Project:
-    """An app loaded in-process with what the linter needs from it."""
-
-    directory: Path
-    app: Flask
-    config: Config
-    script: ScriptDirectory
-
-    def lint(self, dialect: str, from_revision: str | None = None,
-             to_revision: str | None = None, settings: LintSettings | None = None) -> LintReport:
-        return lint_range(self.config, self.script, self.app, dialect, from_revision,
-                          to_revision, settings=settings)
-
-
-Loader = Callable[[Path, str, str], Project]
-
-
-@pytest.fixture
-def load_project(monkeypatch: pytest.MonkeyPatch) -> Iterator[Loader]:
-    """Load a project's app as `flask` does (flask.cli.ScriptInfo), from its directory, with
-    DATABASE_URL set; its modules are forgotten afterwards. The one place that loads apps."""
-    loaded: list[Path] = []
-
-    def load(directory: Path, app_import_path: str, url: str) -> Project:
-        module = app_import_path.split(":")[0]
-        for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
-            del sys.modules[name]
-        monkeypatch.chdir(directory)
-        monkeypatch.setenv("DATABASE_URL", url)
-        loaded.append(directory.resolve())
-        app = ScriptInfo(app_import_path=app_import_path).load_app()
-        migrations = directory / app.extensions["migrate"].directory
-        with app.app_context():
-            config = app.extensions["migrate"].migrate.get_config(str(migrations))
-        return Project(directory, app, config, ScriptDirectory.from_config(config))
-
-    yield load
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if path and any(Path(path).resolve().is_relative_to(d) for d in loaded):
-            del sys.modules[name]
 
 
 @pytest.fixture

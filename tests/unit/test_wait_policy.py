@@ -78,7 +78,9 @@ def test_deadline_ends_the_retries() -> None:
     with pytest.raises(psycopg.OperationalError):
         wait.retry_policy(0.3, sleep=lambda seconds: time.sleep(0.01))(never)
     assert len(attempts) >= 2
-    assert attempts[-1] - attempts[0] <= 0.3 + 0.1
+    # Retries that outlived the deadline would go on for good: an order of magnitude is
+    # enough to tell (a loaded machine may pause this process for a while).
+    assert attempts[-1] - attempts[0] < 0.3 * 10
 
 
 def test_programming_errors_are_not_retried() -> None:
