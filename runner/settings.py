@@ -7,7 +7,6 @@ imports Flask or SQLAlchemy: a replica at head decides without them.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +16,7 @@ from typing import Any
 
 from runner.errors import ConfigError
 from runner.log import emit, events
-from runner.urls import DatabaseUrl, normalize_url, parse_url
+from runner.urls import DatabaseUrl, installed, normalize_url, parse_url
 
 DEFAULT_PORT = "8000"
 LOG_FORMATS = ("text", "json")
@@ -278,7 +277,7 @@ def read_dotenv(environ: Mapping[str, str]) -> dict[str, str]:
     if not any((directory / name).is_file() for directory in (here, *here.parents)
                for name in (".flaskenv", ".env")):
         return {}
-    if importlib.util.find_spec("dotenv") is None:
+    if not installed("dotenv"):
         emit("config.dotenv_ignored", ".flaskenv/.env ignored: python-dotenv is not installed"
              " (pip install python-dotenv, as `flask` needs too)", level="warning")
         return {}

@@ -225,7 +225,8 @@ def installed(module: str) -> bool:
     except (ImportError, ValueError):
         return False
     if spec is None or not rest:
-        return spec is not None
+        # A bare folder of that name on sys.path (a namespace package) is no driver.
+        return spec is not None and spec.origin is not None
     for folder in spec.submodule_search_locations or ():
         path = Path(folder, *rest.split("."))
         if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():

@@ -162,3 +162,13 @@ def test_unknown_scheme_names_the_setting() -> None:
 def test_the_check_never_imports_a_driver() -> None:
     urls.normalize_url(urls.parse_url("mysql://u@db/app"))
     assert "MySQLdb" not in sys.modules
+
+
+def test_a_folder_named_as_a_driver_is_not_an_installed_driver(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory on sys.path named `mariadb` (a project's config folder, tests/e2e/mariadb
+    in a pytest worker) is a namespace package to find_spec, not the driver."""
+    (tmp_path / "pymysql_lookalike").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert not urls.installed("pymysql_lookalike")
+    assert urls.installed("pymysql")
