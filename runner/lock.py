@@ -59,6 +59,12 @@ def acquire(
             driver.close()
             return None
         if poll.taken:
+            if at_head is not None and table is not None and at_head(
+                    driver.read_versions(table)):
+                # Taken just as another holder let go: the head it brought ends the wait,
+                # and this moment's hold is given back without a word (it held nothing).
+                driver.release()
+                return False
             return True
         if at_head is not None and poll.versions is not None and at_head(poll.versions):
             return False

@@ -9,6 +9,7 @@ without the app, the replica polls the lock; only the one that holds it loads th
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,14 +72,10 @@ def migrate_on(settings: Settings, target: Target, driver: Driver,
             return history.verdict(current) is Verdict.AT_HEAD
     else:
         table, at_head = target.table, None  # only the app can tell: wait for the lock
+        _import_app_loading()
     acquired = lock.acquire(driver, settings.remaining(settings.lock_timeout), table, at_head,
                             sleep)
     held_since = time.monotonic()
-    # Taken just after another holder let go: the head it brought is read before anything
-    # is loaded.
-    if acquired and at_head is not None and at_head(driver.read_versions(table)):
-        lock.release(driver, settings.started, held_since)
-        acquired = False
     if not acquired:
         known = target.history or (migrations.history if migrations else None)
         return _noop(settings, tuple(known.heads) if known else (),
@@ -93,6 +90,18 @@ def migrate_on(settings: Settings, target: Target, driver: Driver,
         return _noop(settings, held.state.heads, "another process brought the database to"
                      " head" if judged else "the database is already at head", "full")
     return _applied(settings, held.applied, held.by)
+
+
+def _import_app_loading() -> None:
+    """Import what loading the app under the lock will need (Flask, Flask-Migrate, Alembic:
+    nearly all of its CPU), while the lock is still to be had.
+
+    Without a manifest every replica loads the app under the lock, one after another: with
+    the libraries imported beforehand, side by side, each holds the lock only for the app's
+    own code. Importing them runs none of the app's.
+    """
+    for name in ("flask.cli", "flask_sqlalchemy", "flask_migrate", "runner.upgrade"):
+        importlib.import_module(name)
 
 
 def _applied(settings: Settings, applied: tuple[str, ...], by: str) -> MigrationResult:

@@ -1,8 +1,8 @@
 """Under the migration lock: load the app, re-check through its env.py, upgrade, release.
 
-Only the replica that holds the lock gets here, so only it imports Flask, Alembic and the
-app. The upgrade runs with the safety nets: a table-lock timeout with retries
-(runner.table_locks) and a stop at a safe point on a signal (runner.stopping).
+Only the replica that holds the lock gets here, so only it loads the app. The upgrade runs
+with the safety nets: a table-lock timeout with retries (runner.table_locks) and a stop at
+a safe point on a signal (runner.stopping).
 """
 
 from __future__ import annotations

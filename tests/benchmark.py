@@ -80,7 +80,9 @@ def flask_upgrade(*args: str) -> list[str]:
 
 def has_prepare() -> bool:
     """Whether the runner under test has `runner prepare` (the manifest)."""
-    result = subprocess.run(runner("prepare", "--help"), capture_output=True, check=False)
+    # Not from the checkout's root, whose runner/ `python -m` would import instead.
+    result = subprocess.run(runner("prepare", "--help"), cwd=EXAMPLE, capture_output=True,
+                            check=False)
     return result.returncode == 0
 
 
