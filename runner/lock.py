@@ -37,13 +37,16 @@ def acquire(
     table: VersionTable | None,
     at_head: Callable[[tuple[str, ...]], bool] | None,
     sleep: Callable[[float], None] = signals.sleep,
+    while_waiting: Callable[[], object] | None = None,
 ) -> bool:
     """Poll until the lock is ours (True) or, with `at_head`, the version `table` shows the
     head (False); LockTimeout after `timeout` seconds, or the connection's error when the
     last try could not reach the server. A try that finds the server full or gone is tried
-    again after the pause, on a new connection."""
+    again after the pause, on a new connection. `while_waiting` is called once, when a try
+    first finds the lock held by another process; its time counts as waiting."""
     started = time.monotonic()
     last_logged = float("-inf")
+    not_yet_waited = while_waiting
     unreachable: list[Exception] = []  # the last try's connection error, if it had one
 
     def attempt() -> bool | None:
@@ -71,7 +74,7 @@ def acquire(
         return None
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
-        nonlocal last_logged
+        nonlocal last_logged, not_yet_waited
         if unreachable:  # not a holder's doing: the server is full or restarting
             delay = state.next_action.sleep if state.next_action else 0.0
             wait.emit_waiting(state.attempt_number, delay, unreachable[0])
@@ -84,6 +87,9 @@ def acquire(
                  lock=driver.lock_name, waited=round(waited, 3),
                  holder=holder.as_dict() if holder else None)
         driver.idle()
+        if not_yet_waited is not None:
+            work, not_yet_waited = not_yet_waited, None
+            work()
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_delay(timeout),

@@ -72,9 +72,8 @@ def migrate_on(settings: Settings, target: Target, driver: Driver,
             return history.verdict(current) is Verdict.AT_HEAD
     else:
         table, at_head = target.table, None  # only the app can tell: wait for the lock
-        _import_app_loading()
     acquired = lock.acquire(driver, settings.remaining(settings.lock_timeout), table, at_head,
-                            sleep)
+                            sleep, while_waiting=None if at_head else _import_app_loading)
     held_since = time.monotonic()
     if not acquired:
         known = target.history or (migrations.history if migrations else None)
@@ -94,11 +93,11 @@ def migrate_on(settings: Settings, target: Target, driver: Driver,
 
 def _import_app_loading() -> None:
     """Import what loading the app under the lock will need (Flask, Flask-Migrate, Alembic:
-    nearly all of its CPU), while the lock is still to be had.
+    nearly all of its CPU), while another process holds the lock.
 
     Without a manifest every replica loads the app under the lock, one after another: with
-    the libraries imported beforehand, side by side, each holds the lock only for the app's
-    own code. Importing them runs none of the app's.
+    the libraries imported while they wait, side by side, each holds the lock only for the
+    app's own code. Importing them runs none of the app's.
     """
     for name in ("flask.cli", "flask_sqlalchemy", "flask_migrate", "runner.upgrade"):
         importlib.import_module(name)

@@ -227,7 +227,9 @@ def test_connecting_factory_waits_for_a_database_that_starts_late(
         result = comes_up_late(process, server)
         assert result.returncode == 0, result.stderr
         names = event_names(result.stderr)
-        assert names.count("db.waiting") >= 2
+        # One db.waiting a failed try: a loaded machine may spend the LATE seconds in one
+        # (each loads the app in a new process), so the proof of waiting is db.ready's.
+        assert "db.waiting" in names
         (ready,) = records(result.stderr, "db.ready")
         assert float(ready["elapsed"]) >= LATE
         assert names.index("db.ready") > max(i for i, n in enumerate(names) if n == "db.waiting")
