@@ -47,8 +47,10 @@ ENV_PY = {
 }
 
 ADD_COLUMN = 'op.add_column("user", sa.Column("nickname", sa.String(40), nullable=True))'
-LOCK_TIMEOUT = 6
-"""--lock-timeout of a blocked `runner migrate`: it gives up after about that many seconds."""
+LOCK_TIMEOUT = 10
+"""--lock-timeout of a blocked `runner migrate`: it gives up after about that many seconds.
+The budget runs from the start, so it leaves room for the app to load on a loaded machine
+(seconds) and still for three tries of the 1 s table-lock timeout."""
 BLOCKED_BUDGET = 60
 """Seconds a blocked `runner migrate` may take before the test calls it a hang (killed)."""
 SLACK = 24
