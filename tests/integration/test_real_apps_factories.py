@@ -253,15 +253,19 @@ def test_db_ready_elapsed_is_the_real_wait(project: Path) -> None:
 def test_connecting_factory_database_never_up_is_exit_3_within_the_budget(
     connecting: Path
 ) -> None:
+    # A budget that leaves room for the app to be loaded more than once on a loaded machine
+    # (seconds each): the reloads are what this test watches.
+    budget = 10
     started = time.monotonic()
     result = run_runner(["migrate"], app_env(FLASK_APP=CONNAPP, APP_DB_URI=NEVER_UP,
-                                             RUNNER_WAIT_TIMEOUT="3"), cwd=connecting, timeout=60)
+                                             RUNNER_WAIT_TIMEOUT=str(budget)),
+                        cwd=connecting, timeout=120)
     took = time.monotonic() - started
     one_error(result, ExitCode.DATABASE_UNAVAILABLE)
     assert "db.waiting" in event_names(result.stderr)
     # An order of magnitude: a budget not kept (the app loaded again and again) takes the
-    # whole minute run_runner allows; a slow start on a loaded machine does not.
-    assert took < 3 * 10, f"exit 3 after {took:.1f}s with RUNNER_WAIT_TIMEOUT=3"
+    # two minutes run_runner allows; a slow start on a loaded machine does not.
+    assert took < budget * 5, f"exit 3 after {took:.1f}s with RUNNER_WAIT_TIMEOUT={budget}"
 
 
 RACE_GATE = """
