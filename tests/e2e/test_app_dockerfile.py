@@ -52,10 +52,17 @@ REPLICAS = 2
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The runner's wheel, built from this checkout (once)."""
+    """The runner's wheel, built from this checkout's files (once), in a copy: setuptools
+    builds in the source tree (build/), and what it found there once broke the build
+    ("File exists: build/bdist.../dist-info")."""
+    source = tmp_path_factory.mktemp("wheel-source")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "runner", source / "runner",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     folder = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--wheel-dir", str(folder), str(ROOT)], check=True, timeout=300)
+                    "--wheel-dir", str(folder), str(source)], check=True, timeout=300)
     return next(folder.glob("migrate_runner-*.whl"))
 
 
