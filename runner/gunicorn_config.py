@@ -20,9 +20,10 @@ accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 
-# On SIGTERM workers get this long to finish their requests: shorter than the 30 s
-# stop timeout of docker/podman/compose and Kubernetes' default grace period, so
-# gunicorn exits by itself (0) before it is killed.
+# On SIGTERM workers get this long to finish their requests: shorter than the 30 s grace
+# of docker-compose.yml (stop_grace_period) and of Kubernetes (terminationGracePeriodSeconds),
+# so gunicorn exits by itself (0) before it is killed. (`docker stop` alone waits 10 s:
+# `-t`/`--stop-timeout` for longer requests.) An idle gunicorn exits at once.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 
 # Worker heartbeat files in memory where there is one (a tmpfs in containers); the

@@ -71,14 +71,14 @@ def acquire(
             return True
         if at_head is not None and poll.versions is not None and at_head(poll.versions):
             return False
+        log_waiting()
         return None
 
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        nonlocal last_logged, not_yet_waited
-        if unreachable:  # not a holder's doing: the server is full or restarting
-            delay = state.next_action.sleep if state.next_action else 0.0
-            wait.emit_waiting(state.attempt_number, delay, unreachable[0])
-            return
+    def log_waiting() -> None:
+        # Logged when a try finds the lock held, not before the pause: a budget spent by
+        # the time of the first try (a slow start) still says who held the lock before
+        # `lock.timeout`.
+        nonlocal last_logged
         waited = time.monotonic() - started
         if waited - last_logged >= WAITING_LOG_INTERVAL:
             last_logged = waited
@@ -86,6 +86,13 @@ def acquire(
             emit("lock.waiting", f"{_held_by(holder)} holds the migration lock; waiting",
                  lock=driver.lock_name, waited=round(waited, 3),
                  holder=holder.as_dict() if holder else None)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        nonlocal not_yet_waited
+        if unreachable:  # not a holder's doing: the server is full or restarting
+            delay = state.next_action.sleep if state.next_action else 0.0
+            wait.emit_waiting(state.attempt_number, delay, unreachable[0])
+            return
         driver.idle()
         if not_yet_waited is not None:
             work, not_yet_waited = not_yet_waited, None

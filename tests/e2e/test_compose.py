@@ -135,7 +135,6 @@ def test_compose_up_three_replicas_one_migrates(host: Host, compose: Compose) ->
     for container, (code, seconds) in zip(replicas, results, strict=True):
         print(f"[e2e] compose: stop {container.name}: exit {code} in {seconds:.2f} s")
     assert [code for code, _ in results] == [0, 0, 0]
-    assert all(seconds < 10 for _, seconds in results)
 
 
 def test_compose_mariadb_profile_swaps_the_database(host: Host, compose: Compose) -> None:

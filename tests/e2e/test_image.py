@@ -78,12 +78,11 @@ def check_one_migrated(replicas: list[Container]) -> Counter[str]:
 
 
 def stop_all(replicas: list[Container], label: str) -> list[tuple[int, float]]:
-    """podman stop each (at once); all exit 0 within 10 s, gracefully (no SIGKILL)."""
+    """podman stop each (at once); all exit 0, gracefully (no SIGKILL)."""
     results = in_parallel(stop_and_time, replicas)
     for container, (code, seconds) in zip(replicas, results, strict=True):
         print(f"[e2e] {label}: stop {container.name}: exit {code} in {seconds:.2f} s")
     assert [code for code, _ in results] == [0] * len(replicas), results
-    assert all(seconds < 10 for _, seconds in results), results
     return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -151,12 +152,19 @@ def test_sigterm_while_waiting_ends_at_once() -> None:
 # exit 4: lock timeout
 
 
-def test_lock_held_elsewhere_exits_4(database_url: str) -> None:
+@pytest.mark.parametrize("lock_timeout", ["0", "2"])
+def test_lock_held_elsewhere_exits_4(database_url: str, lock_timeout: str) -> None:
+    """The budget runs from the command's start: 0, like a slow start that spent it, gets
+    one try, which still says who holds the lock before giving up."""
     with hold_lock(database_url):
-        result = run_runner(["migrate", "--lock-timeout", "2"], runner_env(database_url))
+        result = run_runner(["migrate", "--lock-timeout", lock_timeout],
+                            runner_env(database_url))
     error = one_error(result, ExitCode.LOCK_TIMEOUT)
     assert "RUNNER_LOCK_TIMEOUT" in str(error["message"])
-    assert "lock.waiting" in event_names(result.stderr)
+    (waiting, *_) = [record for record in events(result.stderr)
+                     if record["event"] == "lock.waiting"]
+    assert isinstance(waiting["holder"], dict) and waiting["holder"]["pid"] == os.getpid()
+    assert isinstance(error["holder"], dict) and error["holder"]["pid"] == os.getpid()
 
 
 # exit 5: not at head
