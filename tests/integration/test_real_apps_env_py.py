@@ -217,7 +217,9 @@ def test_sigterm_stops_a_blocked_statement_under_flask_migrate_2_env_py(
     stderr = "".join(seen) + err
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr
-    assert took < 10, f"exited {took:.1f}s after SIGTERM"
+    # Well before the 30 s a blocked ALTER could wait (or forever, with 0): stopped, not
+    # waited for; an idle machine takes about a second.
+    assert took < 20, f"exited {took:.1f}s after SIGTERM"
     names = event_names(stderr)
     assert "runner.stopping" in names
     assert "lock.released" in names
