@@ -290,6 +290,29 @@ def one_error(result: subprocess.CompletedProcess[str], code: int) -> dict[str, 
     return errors[0]
 
 
+SERVER_LOCK_TIMEOUT = {"postgresql": "lock timeout", "mysql": "1205"}
+"""What each server says when a statement's table-lock timeout ends it."""
+
+
+def gave_up_on_a_table_lock(result: subprocess.CompletedProcess[str], url: str,
+                            revision: str) -> list[dict[str, Any]]:
+    """Assert exit 4 for `revision` after tries each ended by the server's table-lock
+    timeout (not a hang), every try but the last logged as a `ddl.lock_timeout` retry, the
+    timeout on every connection (no `ddl.lock_timeout_unavailable`); return the retries.
+    How many tries fit the budget depends on how long the app took to load (the budget runs
+    from the start): a loaded machine may fit one."""
+    error = one_error(result, 4)
+    assert error["revision"] == revision, result.stderr
+    assert SERVER_LOCK_TIMEOUT[kind_of(url)] in str(error["error"]), result.stderr
+    retries = [record for record in events(result.stderr)
+               if record["event"] == "ddl.lock_timeout"]
+    assert len(retries) == int(error["attempts"]) - 1, result.stderr
+    assert all(record["revision"] == revision for record in retries), result.stderr
+    assert [record["attempt"] for record in retries] == list(range(1, len(retries) + 1))
+    assert "ddl.lock_timeout_unavailable" not in event_names(result.stderr)
+    return retries
+
+
 def events(output: str) -> list[dict[str, Any]]:
     """The runner's JSON log lines; any other line fails the test."""
     parsed = []
