@@ -654,12 +654,10 @@ the processlist's ID (INNODB_TRX's trx_mysql_thread_id) show for it."""
 
 
 @contextlib.contextmanager
-def hold_table(
-    url: str, release_after: float | None = None, statement: str | None = None
-) -> Iterator[int]:
+def hold_table(url: str, statement: str | None = None) -> Iterator[int]:
     """A session idle in a transaction that read "user" (or ran `statement`), until the block
-    ends or `release_after` seconds pass. Yields that session's server id (SESSION_ID), so
-    that a test can pick it out among the server's sessions, or leave it out."""
+    ends. Yields that session's server id (SESSION_ID), so that a test can pick it out among
+    the server's sessions, or leave it out."""
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     kind = kind_of(url)
     holding = threading.Event()
@@ -671,7 +669,7 @@ def hold_table(
             connection.exec_driver_sql(statement or HOLD_STATEMENTS[kind]).close()
             session.append(int(connection.exec_driver_sql(SESSION_ID[kind]).scalar_one()))
             holding.set()
-            done.wait(release_after)
+            done.wait()
             connection.rollback()
 
     thread = threading.Thread(target=hold, daemon=True)

@@ -38,12 +38,13 @@ from support import (
 ADD_COLUMN = 'op.add_column("user", sa.Column("nickname", sa.String(40), nullable=True))'
 
 
-BLOCKED = ["migrate", "--ddl-lock-timeout", "1", "--lock-timeout", "8"]
-"""`runner migrate` as the issue tries it: a 1 s DDL lock timeout, an 8 s lock deadline."""
+def blocked(lock_timeout: int = 8) -> list[str]:
+    """`runner migrate` as the issue tries it: a 1 s DDL lock timeout, an 8 s lock deadline."""
+    return ["migrate", "--ddl-lock-timeout", "1", "--lock-timeout", str(lock_timeout)]
 
 
 def migrate_blocked(project: Path, url: str) -> subprocess.CompletedProcess[str]:
-    return run_runner(BLOCKED, runner_env(url), cwd=project)
+    return run_runner(blocked(), runner_env(url), cwd=project)
 
 
 def lock_timeouts(stderr: str) -> list[dict[str, object]]:
@@ -79,7 +80,7 @@ def test_blocker_that_lets_go_lets_the_retry_succeed(
         with hold_table(url):
             # A budget with room for retries whatever the app's load took: the blocker lets
             # go once the first try has timed out, and the retry after it must succeed.
-            process = start_runner([*BLOCKED[:-1], "120"], runner_env(url), project)
+            process = start_runner(blocked(120), runner_env(url), project)
             with killed_on_failure(process):
                 seen = read_until(process, '"ddl.lock_timeout"')
         result = finish(process, seen)
