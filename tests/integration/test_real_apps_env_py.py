@@ -66,10 +66,6 @@ def with_env_py(project: Path, version: str) -> Path:
     return project
 
 
-def lock_timeouts(stderr: str) -> list[dict[str, object]]:
-    return [record for record in events(stderr) if record["event"] == "ddl.lock_timeout"]
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("version", list(ENV_PY))
 def test_table_lock_timeout_reaches_the_env_py_of_every_flask_migrate(
