@@ -304,8 +304,7 @@ def gave_up_on_a_table_lock(result: subprocess.CompletedProcess[str], url: str,
     error = one_error(result, 4)
     assert error["revision"] == revision, result.stderr
     assert SERVER_LOCK_TIMEOUT[kind_of(url)] in str(error["error"]), result.stderr
-    retries = [record for record in events(result.stderr)
-               if record["event"] == "ddl.lock_timeout"]
+    retries = records(result.stderr, "ddl.lock_timeout")
     assert len(retries) == int(error["attempts"]) - 1, result.stderr
     assert all(record["revision"] == revision for record in retries), result.stderr
     assert [record["attempt"] for record in retries] == list(range(1, len(retries) + 1))
@@ -323,6 +322,11 @@ def events(output: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 pytest.fail(f"a log line is not JSON: {line!r}")
     return parsed
+
+
+def records(output: str, event: str) -> list[dict[str, Any]]:
+    """The runner's JSON log lines of one event, in order."""
+    return [record for record in events(output) if record["event"] == event]
 
 
 def event_names(output: str) -> list[str]:

@@ -22,6 +22,7 @@ from support import (
     one_error,
     prepare,
     read_until,
+    records,
     run_runner,
     runner_env,
     start_runner,
@@ -161,8 +162,7 @@ def test_lock_held_elsewhere_exits_4(database_url: str, lock_timeout: str) -> No
                             runner_env(database_url))
     error = one_error(result, ExitCode.LOCK_TIMEOUT)
     assert "RUNNER_LOCK_TIMEOUT" in str(error["message"])
-    (waiting, *_) = [record for record in events(result.stderr)
-                     if record["event"] == "lock.waiting"]
+    (waiting, *_) = records(result.stderr, "lock.waiting")
     assert isinstance(waiting["holder"], dict) and waiting["holder"]["pid"] == os.getpid()
     assert isinstance(error["holder"], dict) and error["holder"]["pid"] == os.getpid()
 

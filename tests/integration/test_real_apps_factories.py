@@ -35,6 +35,7 @@ from support import (
     one_error,
     private_postgresql,
     read_until,
+    records,
     run_runner,
     runner_env,
     scripts,
@@ -75,10 +76,6 @@ def app_env(**extra: str) -> dict[str, str]:
 def all_revisions(migrations: Path) -> list[str]:
     """Every revision of a migrations directory, oldest first."""
     return [script.revision for script in reversed(list(scripts(migrations).walk_revisions()))]
-
-
-def records(stderr: str, event: str) -> list[dict[str, Any]]:
-    return [record for record in events(stderr) if record["event"] == event]
 
 
 def comes_up_late(process: subprocess.Popen[str], server: PrivatePostgresql

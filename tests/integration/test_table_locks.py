@@ -22,13 +22,13 @@ from support import (
     app_readers,
     at_head_then_add,
     event_names,
-    events,
     finish,
     gave_up_on_a_table_lock,
     hold_table,
     killed_on_failure,
     one_error,
     read_until,
+    records,
     run_runner,
     runner_env,
     start_runner,
@@ -45,10 +45,6 @@ def blocked(lock_timeout: int = 8) -> list[str]:
 
 def migrate_blocked(project: Path, url: str) -> subprocess.CompletedProcess[str]:
     return run_runner(blocked(), runner_env(url), cwd=project)
-
-
-def lock_timeouts(stderr: str) -> list[dict[str, object]]:
-    return [record for record in events(stderr) if record["event"] == "ddl.lock_timeout"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -85,7 +81,7 @@ def test_blocker_that_lets_go_lets_the_retry_succeed(
                 seen = read_until(process, '"ddl.lock_timeout"')
         result = finish(process, seen)
     assert result.returncode == 0, result.stderr
-    assert lock_timeouts(result.stderr)
+    assert records(result.stderr, "ddl.lock_timeout")
     assert "migrate.applied" in event_names(result.stderr)
     assert version_rows(url) == [new]
     assert readers.latencies, "the readers never read"
@@ -103,7 +99,7 @@ def test_mariadb_revision_blocked_after_its_first_statement_is_half_applied(
     error = one_error(result, ExitCode.MIGRATION_FAILED)
     assert error["revision"] == new
     assert "half-applied" in str(error["message"])
-    assert not lock_timeouts(result.stderr)
+    assert not records(result.stderr, "ddl.lock_timeout")
     engine = sa.create_engine(mysql_url, poolclass=sa.pool.NullPool)
     try:
         assert sa.inspect(engine).has_table("half_thing")
@@ -128,7 +124,7 @@ def test_autocommit_block_is_not_retried_and_invalid_index_is_named(
     message = str(error["message"])
     assert "autocommit_block" in message
     assert "DROP INDEX CONCURRENTLY public.ix_user_nick" in message
-    assert not lock_timeouts(result.stderr)
+    assert not records(result.stderr, "ddl.lock_timeout")
 
 
 @pytest.mark.postgresql
@@ -146,7 +142,7 @@ def test_earlier_revision_with_autocommit_block_stops_the_retries(
         result = migrate_blocked(project, postgresql_url)
     message = str(one_error(result, ExitCode.MIGRATION_FAILED)["message"])
     assert f"because revision {first} ran statements outside" in message
-    assert not lock_timeouts(result.stderr)
+    assert not records(result.stderr, "ddl.lock_timeout")
 
 
 OBSERVE = {
