@@ -4,6 +4,7 @@ what only the app knows comes from loading it (runner.app)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def test_defaults_are_the_contract() -> None:
 
 
 def test_the_app_tells_what_only_it_knows() -> None:
+    # The app's source files are the modules that loading it imported: the example's
+    # `app`, unless an earlier test in this process imported it already.
+    for name in [name for name, module in sys.modules.items()
+                 if str(getattr(module, "__file__", "") or "").startswith(str(EXAMPLE))]:
+        del sys.modules[name]
     app = load_app(resolve({}))
     assert app.migrations_directory == EXAMPLE / "migrations"
     # The example's own default: a SQLite file in its instance folder.
